@@ -1,0 +1,268 @@
+"""params.yaml: the one configuration, validated on load.
+
+Every failure is one line naming the file, the key path and what was expected,
+e.g. ``params.yaml: train.workers: expected a positive integer, got 'two'``.
+Family hyperparameter overrides are checked against the family's own config
+dataclass, so an unknown or mistyped hyperparameter fails here, before any
+cluster starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from components.errors import ConfigError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _checked(predicate, expected: str):
+    def check(value: Any) -> Any:
+        if not predicate(value):
+            raise ValueError(f"expected {expected}")
+        return value
+
+    return BeforeValidator(check)
+
+
+PositiveInt = Annotated[int, _checked(lambda v: _is_int(v) and v > 0, "a positive integer")]
+NonNegativeInt = Annotated[int, _checked(lambda v: _is_int(v) and v >= 0, "a non-negative integer")]
+AnyInt = Annotated[int, _checked(_is_int, "an integer")]
+PositiveFloat = Annotated[float, _checked(lambda v: _is_number(v) and v > 0, "a positive number")]
+NonNegativeFloat = Annotated[
+    float, _checked(lambda v: _is_number(v) and v >= 0, "a non-negative number")
+]
+Flag = Annotated[bool, _checked(lambda v: isinstance(v, bool), "true or false")]
+Text = Annotated[str, _checked(lambda v: isinstance(v, str) and v != "", "a non-empty string")]
+OptionalText = Annotated[
+    str | None, _checked(lambda v: v is None or (isinstance(v, str) and v != ""), "a string or null")
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataConfig(_Section):
+    source: Text = "mnist5k"
+    image_size: Annotated[
+        int | None, _checked(lambda v: v is None or (_is_int(v) and 4 <= v <= 1024), "null or an integer in 4..1024")
+    ] = None
+    prepared_dir: Text = "data/prepared"
+    s3_endpoint_url: OptionalText = None
+
+
+class TrainConfig(_Section):
+    steps: PositiveInt = 600
+    batch_size: PositiveInt = 64  # per worker
+    workers: PositiveInt = 2
+    cpus_per_worker: PositiveInt = 1
+    gpus_per_worker: NonNegativeFloat = 0.0
+    checkpoint_every: PositiveInt = 200
+    report_every: PositiveInt = 10
+    sample_every: PositiveInt = 200
+    seed: AnyInt = 0
+    storage_path: Text = "runs"
+    storage_endpoint_url: OptionalText = None
+    max_failures: NonNegativeInt = 2
+    keep_checkpoints: PositiveInt = 2
+    ray_address: OptionalText = None
+
+
+class EvaluationConfig(_Section):
+    num_samples: PositiveInt = 2000
+    batch_size: PositiveInt = 250
+    inception_weights: OptionalText = None
+
+
+class RegistryConfig(_Section):
+    tracking_uri: Text = "sqlite:///mlruns.db"
+    experiment: Text = "ganzoo"
+    model_prefix: Text = "ganzoo-"
+    champion_alias: Text = "champion"
+    promote_metric: Text = "fid"
+    min_improvement: NonNegativeFloat = 0.0
+
+
+class Params(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    families: Annotated[
+        list[str], _checked(lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list of family names")
+    ] = Field(default_factory=lambda: ["dcgan"])
+    overrides: Annotated[
+        dict[str, dict[str, Any]],
+        _checked(
+            lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
+            "a mapping of family name to a mapping of hyperparameters",
+        ),
+    ] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    def family_config(self, family: str) -> Any:
+        """The family's config dataclass with this file's overrides applied."""
+        from components.families import get_family
+
+        return build_family_config(get_family(family), self.overrides.get(family, {}), f"overrides.{family}")
+
+    def params_hash(self, family: str) -> str:
+        """A stable hash of everything that shapes the trained model of ``family``."""
+        cfg = dataclasses.asdict(self.family_config(family))
+        train = self.train.model_dump(include={"steps", "batch_size", "workers", "seed"})
+        blob = json.dumps({"family": family, "config": cfg, "train": train, "data": self.data.model_dump()},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _describe(error: dict) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = "expected a mapping"
+    return f"{path}: {message}, got {error['input']!r}"
+
+
+def _unknown_key_hint(model: type[BaseModel], loc: tuple) -> str:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return f" (expected one of: {', '.join(model.model_fields)})"
+
+
+def validate_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise ConfigError with one line on failure."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        hint = _unknown_key_hint(Params, error["loc"]) if error["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{source}: {_describe(error)}{hint}") from None
+    _check_families(params, source)
+    return params
+
+
+def _check_families(params: Params, source: str) -> None:
+    from components.families import family_names, get_family
+
+    known = family_names()
+    for index, name in enumerate(params.families):
+        if name not in known:
+            raise ConfigError(
+                f"{source}: families[{index}]: unknown family {name!r} (expected one of: {', '.join(known)})"
+            )
+    for name, overrides in params.overrides.items():
+        if name not in known:
+            raise ConfigError(f"{source}: overrides.{name}: unknown family (expected one of: {', '.join(known)})")
+        try:
+            build_family_config(get_family(name), overrides, f"overrides.{name}")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def build_family_config(family_cls: Any, overrides: dict[str, Any], where: str = "overrides") -> Any:
+    """Instantiate ``family_cls.Config`` with ``overrides``; unknown or mistyped keys are errors."""
+    config_cls = family_cls.Config
+    types = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    values = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown hyperparameter of {family_cls.name} "
+                              f"(expected one of: {', '.join(names)})")
+        try:
+            values[key] = TypeAdapter(types[key]).validate_python(value, strict=_strict(value))
+        except ValidationError:
+            raise ConfigError(f"{where}.{key}: expected {_type_phrase(types[key])}, got {value!r}") from None
+        if _is_number(values[key]) and not (0 <= values[key] < float("inf")):
+            raise ConfigError(f"{where}.{key}: expected a finite non-negative number, got {value!r}")
+    try:
+        return config_cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _type_phrase(annotation: Any) -> str:
+    phrases = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if annotation in phrases:
+        return phrases[annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) is tuple:
+        return "a list of " + _type_phrase(typing.get_args(annotation)[0]) .removeprefix("an ").removeprefix("a ") + "s"
+    return str(annotation)
+
+
+def _strict(value: Any) -> bool:
+    # ints may stand for floats (lr: 1), but strings never stand for numbers
+    return isinstance(value, (str, bool))
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """``train.steps=200`` -> (["train", "steps"], 200); the value is read as YAML."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected KEY.PATH=VALUE, e.g. train.steps=200")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, assignments: list[str]) -> dict:
+    """Set each ``KEY.PATH=VALUE`` in a copy of ``raw``."""
+    merged = json.loads(json.dumps(raw)) if raw else {}
+    for assignment in assignments:
+        path, value = parse_override(assignment)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {assignment!r}: {part} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, merge ``--set`` overrides into, and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    source = f"{path.name} (with --set)" if overrides else path.name
+    return validate_params(apply_overrides(raw or {}, overrides or []), source)

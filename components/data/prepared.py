@@ -1,0 +1,177 @@
+"""The prepared on-disk format: images.npy, labels.npy (when labeled) and manifest.json.
+
+Writing is deterministic (the same input gives byte-identical files, so DVC sees no
+change) and atomic (a complete directory appears, or nothing changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.data.sources import RawImages, read_source
+from components.errors import DataError
+
+FORMAT = "ganzoo-prepared/1"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray | None  # int64 (N,), or None when unlabeled
+    manifest: dict
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        height, width = self.images.shape[2:]
+        if height != width:
+            raise DataError(f"prepared images are {width}x{height}, not square; prepare again with image_size set")
+        return int(height)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["classes"])
+
+    def data_hash(self) -> str:
+        """A stable id of the content: sha256 over the manifest's file hashes."""
+        return _data_hash(self.manifest["files"])
+
+
+def _data_hash(files: dict[str, str]) -> str:
+    lines = "".join(f"{name} {digest}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def prepare_dataset(
+    spec: str, out_dir: str | Path, image_size: int | None = None, s3_endpoint_url: str | None = None
+) -> dict:
+    """Read ``spec`` and write it as a prepared dataset at ``out_dir``; returns the manifest."""
+    return write_prepared(read_source(spec, image_size=image_size, s3_endpoint_url=s3_endpoint_url), out_dir)
+
+
+def write_prepared(raw: RawImages, out_dir: str | Path) -> dict:
+    """Write ``raw`` to ``out_dir`` atomically, replacing any previous version; returns the manifest."""
+    _check_raw(raw)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a directory; expected a directory for the prepared dataset")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-"))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes the directory private; the dataset is not
+        manifest = _write_files(raw, tmp)
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_raw(raw: RawImages) -> None:
+    images, labels = raw.images, raw.labels
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) == 0:
+        raise DataError(f"{raw.source}: images are {images.dtype} {images.shape}; expected non-empty uint8 N,C,H,W with C in {{1, 3}}")
+    if labels is not None and (labels.shape != (len(images),) or labels.min() < 0 or labels.max() >= len(raw.class_names)):
+        raise DataError(f"{raw.source}: labels do not match the images and {len(raw.class_names)} class names")
+
+
+def _write_files(raw: RawImages, directory: Path) -> dict:
+    arrays = {"images.npy": np.ascontiguousarray(raw.images)}
+    if raw.labels is not None:
+        arrays["labels.npy"] = np.ascontiguousarray(raw.labels, dtype=np.int64)
+    for name, array in arrays.items():
+        with open(directory / name, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+    counts = np.bincount(raw.labels, minlength=len(raw.class_names)) if raw.labels is not None else []
+    manifest = {
+        "format": FORMAT,
+        "source": raw.source,
+        "shape": [int(d) for d in raw.images.shape],
+        "classes": list(raw.class_names),
+        "class_counts": {name: int(n) for name, n in zip(raw.class_names, counts)},
+        "count": int(len(raw.images)),
+        "files": {name: _sha256(directory / name) for name in arrays},
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _swap_in(new: Path, out_dir: Path) -> None:
+    """Rename ``new`` to ``out_dir``; an existing out_dir is moved aside first and deleted last."""
+    if not out_dir.exists():
+        os.rename(new, out_dir)
+        return
+    old = out_dir.parent / f".old-{out_dir.name}-{secrets.token_hex(4)}"
+    os.rename(out_dir, old)
+    try:
+        os.rename(new, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_prepared(prepared_dir: str | Path, verify: bool = True) -> PreparedDataset:
+    """Load a prepared dataset; with ``verify`` every file's sha256 is checked against the manifest."""
+    prepared_dir = Path(prepared_dir)
+    manifest = _read_manifest(prepared_dir / MANIFEST)
+    files = manifest["files"]
+    for name in files:
+        path = prepared_dir / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing; the manifest lists it (prepare the dataset again)")
+        if verify and _sha256(path) != files[name]:
+            raise DataError(f"{path}: sha256 does not match {MANIFEST}; the file changed since it was prepared")
+    images = _load_array(prepared_dir / "images.npy", np.uint8, tuple(manifest["shape"]))
+    labels = None
+    if "labels.npy" in files:
+        labels = _load_array(prepared_dir / "labels.npy", np.int64, (manifest["count"],))
+    return PreparedDataset(images, labels, manifest)
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; expected a prepared dataset directory (run prepare first)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not valid JSON ({type(exc).__name__}); expected a {FORMAT} manifest") from exc
+    keys = ("shape", "classes", "count", "files")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(k not in manifest for k in keys):
+        raise DataError(f"{path}: not a {FORMAT} manifest; expected keys format, {', '.join(keys)}")
+    if "images.npy" not in manifest["files"] or ("labels.npy" in manifest["files"]) != bool(manifest["classes"]):
+        raise DataError(f"{path}: 'files' must list images.npy, and labels.npy exactly when there are classes")
+    return manifest
+
+
+def _load_array(path: Path, dtype: type, shape: tuple) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot load ({type(exc).__name__}); expected a .npy array") from exc
+    if array.dtype != dtype or array.shape != shape:
+        raise DataError(f"{path}: {array.dtype} {array.shape}; the manifest expects {np.dtype(dtype)} {shape}")
+    return array

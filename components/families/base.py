@@ -1,0 +1,125 @@
+"""The family contract: what every GAN family declares, and nothing the trainer must know.
+
+A family is one module in ``components/families/``. It declares a name, a task
+kind, a paper and a config dataclass of default hyperparameters; it builds its
+networks and optimizers; it describes one training iteration as phases; and it
+generates images for evaluation. The trainer only runs phases.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+from torch import Tensor, nn
+
+
+class TaskKind(str, enum.Enum):
+    UNCONDITIONAL = "unconditional"
+    CLASS_CONDITIONAL = "class_conditional"
+    TEXT_CONDITIONAL = "text_conditional"
+    PAIRED_TRANSLATION = "paired_translation"
+    UNPAIRED_TRANSLATION = "unpaired_translation"
+    MULTI_DOMAIN_TRANSLATION = "multi_domain_translation"
+    SEGMENTATION_TO_IMAGE = "segmentation_to_image"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a family needs to know of its data to size its networks."""
+
+    channels: int
+    image_size: int
+    num_classes: int = 0
+
+
+@dataclass
+class ImageBatch:
+    """A batch of the unconditional and class-conditional task kinds."""
+
+    images: Tensor  # float32 in [-1, 1], N x C x H x W
+    labels: Tensor | None = None  # int64, N
+
+    def to(self, device: torch.device) -> "ImageBatch":
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return ImageBatch(self.images.to(device, non_blocking=True), labels)
+
+    def __len__(self) -> int:
+        return self.images.size(0)
+
+
+Networks = Mapping[str, nn.Module]
+LossResult = tuple[Tensor, dict[str, float]]
+LossFn = Callable[[Any, Networks], LossResult]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One update of some modules inside a training iteration.
+
+    ``repeats`` runs the phase that many times per iteration, each on a fresh
+    batch (WGAN's n_critic); ``every`` runs it only on iterations divisible by
+    it (lazy regularisation). ``modules`` name the networks whose optimizers
+    step; gradients of every other network are neither kept nor synchronised.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+    loss: LossFn
+    repeats: int = 1
+    every: int = 1
+
+    def runs_at(self, step: int) -> bool:
+        return step % self.every == 0
+
+
+class Family(ABC):
+    """Base class of every family; subclasses register with ``@register``."""
+
+    name: ClassVar[str]
+    task: ClassVar[TaskKind]
+    paper: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, spec: DataSpec):
+        self.config = config
+        self.spec = spec
+        self.check_spec(spec)
+        self.nets = nn.ModuleDict(self.build_networks())
+
+    def check_spec(self, spec: DataSpec) -> None:
+        """Refuse data this family cannot train on (e.g. labels missing for a conditional family)."""
+        if self.task is TaskKind.CLASS_CONDITIONAL and spec.num_classes < 2:
+            raise ValueError(f"{self.name} is class-conditional and needs labelled data with at least 2 classes")
+
+    @abstractmethod
+    def build_networks(self) -> dict[str, nn.Module]:
+        """The family's modules by name; all are checkpointed."""
+
+    @abstractmethod
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per trained module, keyed by the module's name."""
+
+    @abstractmethod
+    def phases(self) -> list[Phase]:
+        """The training iteration, in order."""
+
+    @abstractmethod
+    def generate(self, n: int, condition: Any = None) -> Tensor:
+        """n images in [-1, 1] for evaluation, given conditions where the task has them."""
+
+    def sample_conditions(self, n: int) -> Any:
+        """Conditions for ``generate`` that cover the task evenly (balanced classes here)."""
+        if self.task is TaskKind.CLASS_CONDITIONAL:
+            return torch.arange(n) % self.spec.num_classes
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.nets.parameters()).device
+
+    def latent(self, n: int, dim: int, device: torch.device | None = None) -> Tensor:
+        return torch.randn(n, dim, device=device or self.device)

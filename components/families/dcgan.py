@@ -1,0 +1,62 @@
+"""DCGAN (Radford, Metz & Chintala, 2016): the convolutional architecture rules with the BCE game.
+
+Architecture in ``components/nets/dcgan.py``; training as in the paper: Adam
+(lr 2e-4, beta1 0.5), batch norm in G and D, non-saturating generator loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from components import losses
+from components.families import register
+from components.families.base import Family, ImageBatch, LossResult, Networks, Phase, TaskKind
+from components.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+
+
+@dataclass
+class DCGANConfig:
+    z_dim: int = 100
+    g_width: int = 32  # channels of G's last hidden layer; doubles toward the input (paper: 128 at 64x64)
+    d_width: int = 32
+    lr: float = 2e-4
+    beta1: float = 0.5
+
+
+@register
+class DCGAN(Family):
+    name = "dcgan"
+    task = TaskKind.UNCONDITIONAL
+    paper = "Radford et al., Unsupervised Representation Learning with Deep Convolutional GANs, ICLR 2016 (arXiv:1511.06434)"
+    Config = DCGANConfig
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        c, s, cfg = self.spec.channels, self.spec.image_size, self.config
+        return {"G": DCGANGenerator(cfg.z_dim, c, s, cfg.g_width), "D": DCGANDiscriminator(c, s, cfg.d_width)}
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        betas = (self.config.beta1, 0.999)
+        return {k: torch.optim.Adam(self.nets[k].parameters(), self.config.lr, betas=betas) for k in ("G", "D")}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss)]
+
+    def discriminator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
+        with torch.no_grad():
+            fake = nets["G"](self.latent(len(batch), self.config.z_dim, batch.images.device))
+        real_logits, fake_logits = nets["D"](batch.images), nets["D"](fake)
+        loss = losses.bce_discriminator_loss(real_logits, fake_logits)
+        return loss, {"d_loss": loss.item(), "d_real": torch.sigmoid(real_logits).mean().item(),
+                      "d_fake": torch.sigmoid(fake_logits).mean().item()}
+
+    def generator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
+        fake_logits = nets["D"](nets["G"](self.latent(len(batch), self.config.z_dim, batch.images.device)))
+        loss = losses.nonsaturating_generator_loss(fake_logits)
+        return loss, {"g_loss": loss.item()}
+
+    @torch.no_grad()
+    def generate(self, n: int, condition: None = None) -> Tensor:
+        return self.nets["G"](self.latent(n, self.config.z_dim))

@@ -1,0 +1,128 @@
+"""Launch one family's training on Ray Train (local cluster or ``train.ray_address``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+from components.data import PreparedDataset
+from components.families import DataSpec, get_family
+from components.training.loop import LoopSettings
+
+
+@dataclass
+class TrainingOutcome:
+    """How a family's training ended; ``checkpoint`` is the final checkpoint's path or URI."""
+
+    family: str
+    status: str  # finished | diverged | failed
+    run_name: str
+    run_path: str
+    checkpoint: str | None = None
+    step: int = 0
+    reason: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to ``address`` (``auto``, ``ray://host:10001``) or start a local cluster once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
+             log_to_driver=True, runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
+
+
+def run_name_for(params: Params, family: str, data_hash: str) -> str:
+    """Same family, hyperparameters, training settings and data -> same run, so a restart resumes it."""
+    digest = hashlib.sha256(f"{params.params_hash(family)}:{data_hash}".encode()).hexdigest()
+    return f"{family}-{digest[:10]}"
+
+
+def storage_for(storage_path: str, endpoint_url: str | None) -> tuple[str, Any]:
+    """(storage_path, pyarrow filesystem or None): pyarrow ignores AWS_ENDPOINT_URL, so pass it explicitly."""
+    if not storage_path.startswith("s3://"):
+        return str(Path(storage_path).resolve()), None
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return storage_path, None
+    from pyarrow import fs
+
+    scheme = "https" if endpoint.startswith("https") else "http"
+    host = endpoint.split("://", 1)[-1]
+    return storage_path.removeprefix("s3://"), fs.S3FileSystem(endpoint_override=host, scheme=scheme)
+
+
+def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> LoopSettings:
+    spec = DataSpec(prepared.channels, prepared.image_size, prepared.num_classes)
+    t = params.train
+    resolved = params.family_config(family)
+    import dataclasses
+
+    return LoopSettings(
+        family=family, overrides=dataclasses.asdict(resolved), spec=spec, steps=t.steps,
+        batch_size=t.batch_size, threads=t.cpus_per_worker, seed=t.seed, checkpoint_every=t.checkpoint_every,
+        report_every=t.report_every, sample_every=t.sample_every,
+        meta={"data_hash": prepared.data_hash(), "data_source": prepared.manifest.get("source"),
+              "params_hash": params.params_hash(family), "seed": t.seed, "train": t.model_dump(
+                  exclude={"storage_endpoint_url", "ray_address"})},
+    )
+
+
+def train_family(params: Params, family: str, prepared: PreparedDataset, run_name: str | None = None) -> TrainingOutcome:
+    """Train ``family`` on ``prepared`` data with Ray Train; resume the run of the same name if it exists."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from components.training.worker import train_loop_per_worker
+
+    get_family(family)
+    t = params.train
+    ensure_ray(t.ray_address)
+    run_name = run_name or run_name_for(params, family, prepared.data_hash())
+    storage_path, filesystem = storage_for(t.storage_path, t.storage_endpoint_url)
+    run_path = storage_path if filesystem is None and storage_path.startswith("s3://") else storage_path
+    local_run = None if filesystem is not None or storage_path.startswith("s3://") else Path(storage_path) / run_name
+    use_gpu = t.gpus_per_worker > 0
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "settings": loop_settings(params, family, prepared),
+            "data_ref": ray.put((prepared.images, prepared.labels)),
+            "samples_dir": str(local_run / "samples") if local_run else None,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
+        ),
+    )
+    outcome = TrainingOutcome(family=family, status="failed", run_name=run_name,
+                              run_path=f"{run_path.rstrip('/')}/{run_name}")
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; keep the first line for the user
+        outcome.reason = f"training failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        return outcome
+    metrics = dict(result.metrics or {})
+    outcome.metrics = metrics
+    outcome.step = int(metrics.get("step", 0))
+    outcome.checkpoint = result.checkpoint.path if result.checkpoint else None
+    if metrics.get("status") == "diverged":
+        outcome.status, outcome.reason = "diverged", metrics.get("reason")
+    else:
+        outcome.status = "finished"
+    return outcome

@@ -1,0 +1,46 @@
+"""Batches from in-memory tensors: each worker keeps its shard and shuffles it every epoch."""
+
+from __future__ import annotations
+
+import torch
+
+from components.families import ImageBatch
+
+
+class ShardSampler:
+    """Worker ``rank`` of ``world`` owns images rank, rank+world, ...; batches never decode or copy files.
+
+    Images are converted to float in [-1, 1] once, up front. Its state (generator,
+    permutation, position) is checkpointed so a resumed run draws the same batches.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, rank: int, world: int,
+                 batch_size: int, seed: int):
+        index = torch.arange(rank, images.size(0), world)
+        if index.numel() == 0:
+            raise ValueError(f"worker {rank} of {world} gets no images: the dataset has {images.size(0)}")
+        self.images = images[index].float().div_(127.5).sub_(1.0)
+        self.labels = None if labels is None else labels[index].long()
+        self.batch_size = min(batch_size, index.numel())
+        self.generator = torch.Generator().manual_seed(seed * 1000003 + rank)
+        self.order = torch.randperm(index.numel(), generator=self.generator)
+        self.position = 0
+
+    def next_batch(self) -> ImageBatch:
+        if self.position + self.batch_size > self.order.numel():
+            self.order = torch.randperm(self.order.numel(), generator=self.generator)
+            self.position = 0
+        pick = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return ImageBatch(self.images[pick], None if self.labels is None else self.labels[pick])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"sampler_generator": self.generator.get_state(), "sampler_order": self.order,
+                "sampler_position": torch.tensor(self.position)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if "sampler_generator" not in state or state["sampler_order"].numel() != self.order.numel():
+            return  # a different sharding (worker count changed): keep the fresh shuffle
+        self.generator.set_state(state["sampler_generator"])
+        self.order = state["sampler_order"].clone()
+        self.position = int(state["sampler_position"])

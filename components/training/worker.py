@@ -1,0 +1,140 @@
+"""``train_loop_per_worker``: what every Ray Train worker runs."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from components.data.images import save_image_grid
+from components.families import Family, build_family
+from components.training.checkpoint import TrainingState, restore_into, save_checkpoint
+from components.training.loop import (LoopSettings, agree_diverged, first_non_finite, restore_rng, rng_state,
+                                      run_iteration, wrap_for_data_parallel)
+from components.training.sampler import ShardSampler
+
+GRID_SEED = 1234  # the same latents at every step, so grids show progress rather than noise
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    settings: LoopSettings = config["settings"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)  # identical initial weights on every rank
+    device = ray.train.torch.get_device()
+
+    family = build_family(settings.family, settings.spec, settings.overrides)
+    family.nets.to(device)
+    optimizers = family.build_optimizers()
+    images, labels = ray.get(config["data_ref"])
+    sampler = ShardSampler(torch.from_numpy(images), None if labels is None else torch.from_numpy(labels),
+                           rank, world, settings.batch_size, settings.seed)
+    torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
+    state = _resume(family, optimizers, sampler, rank, world)
+    nets = wrap_for_data_parallel(family, device, world)
+    phases = family.phases()
+    progress = _Progress(rank == 0, settings, state.step)
+
+    for step in range(state.step, settings.steps):
+        logs, consumed = run_iteration(step, phases, nets, optimizers, sampler, device)
+        progress.count(consumed * world, logs)
+        bad = first_non_finite(logs)
+        if agree_diverged(bad is not None, world):
+            reason = f"diverged at step {step + 1}: non-finite loss {bad or 'on another worker'}"
+            ray.train.report({"status": "diverged", "reason": reason, "step": step + 1, **_finite(logs)})
+            progress.close()
+            return
+        done = step + 1
+        state.step = done
+        if done % settings.sample_every == 0 and rank == 0 and config.get("samples_dir"):
+            save_image_grid(_grid(family), Path(config["samples_dir"]) / f"step_{done:07d}.png")
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            _report_checkpoint(family, optimizers, sampler, state, settings, progress.metrics(done, logs), rank, world)
+        elif done % settings.report_every == 0:
+            ray.train.report(progress.metrics(done, logs))
+    if state.step >= settings.steps and progress.start == settings.steps:
+        ray.train.report({"status": "finished", "step": state.step, "resumed_finished": 1})
+    progress.close()
+
+
+def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int, world: int) -> TrainingState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainingState()
+    with checkpoint.as_directory() as directory:
+        state = restore_into(directory, family, optimizers)
+    per_rank = state.rng.get("ranks") if isinstance(state.rng, dict) else None
+    if per_rank is not None and len(per_rank) == world:
+        restore_rng(per_rank[rank], sampler)
+    return state
+
+
+def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, state: TrainingState,
+                       settings: LoopSettings, metrics: dict, rank: int, world: int) -> None:
+    ranks = [rng_state(sampler)]
+    if world > 1:
+        ranks = [None] * world
+        dist.all_gather_object(ranks, rng_state(sampler))
+    name = f"checkpoint_{state.step:07d}"
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        return
+    with tempfile.TemporaryDirectory(prefix="ganzoo-ckpt-") as tmp:
+        state.rng = {"ranks": ranks}
+        save_image_grid(_grid(family), Path(tmp) / "samples.png")
+        save_checkpoint(tmp, family, optimizers, state, extra=settings.meta)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+
+
+def _grid(family: Family, n: int = 64) -> torch.Tensor:
+    was_training = family.nets.training
+    family.nets.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(GRID_SEED)
+        images = family.generate(n, family.sample_conditions(n)).cpu()
+    family.nets.train(was_training)
+    return images
+
+
+def _finite(logs: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in logs.items() if v == v and abs(v) != float("inf")}
+
+
+class _Progress:
+    """Step counter, images/s and a progress bar on rank 0 (streamed to the driver by Ray)."""
+
+    def __init__(self, show: bool, settings: LoopSettings, start: int):
+        self.start, self.images, self.since = start, 0, time.perf_counter()
+        self.rate = 0.0
+        self.bar = None
+        if show:
+            from ray.experimental.tqdm_ray import tqdm
+
+            self.bar = tqdm(total=settings.steps, desc=f"{settings.family}", position=0)
+            self.bar.update(start)
+
+    def count(self, images: int, logs: dict[str, float]) -> None:
+        self.images += images
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def metrics(self, step: int, logs: dict[str, float]) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.since
+        self.rate = self.images / elapsed if elapsed > 0 else 0.0
+        self.images, self.since = 0, time.perf_counter()
+        if self.bar is not None:
+            shown = " ".join(f"{k}={v:.3f}" for k, v in sorted(logs.items()))
+            self.bar.set_description(f"step {step} {shown} {self.rate:.0f} img/s")
+        return {"status": "running", "step": step, "images_per_s": self.rate, **logs}
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
