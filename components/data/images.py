@@ -53,6 +53,10 @@ def to_unit_range(images_uint8: Any) -> Any:
         if images_uint8.dtype != np.uint8:
             raise ValueError(f"to_unit_range: expected uint8, got {images_uint8.dtype}")
         return images_uint8.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    import torch  # only reached with a tensor, so torch is already loaded
+
+    if images_uint8.dtype != torch.uint8:
+        raise ValueError(f"to_unit_range: expected uint8, got {images_uint8.dtype}")
     return images_uint8.float() / 127.5 - 1.0
 
 
@@ -62,10 +66,14 @@ def from_unit_range(images_float: Any) -> Any:
     numpy in, numpy out; torch tensor in, tensor out (on the same device).
     """
     if _is_numpy(images_float):
+        if images_float.dtype.kind != "f":
+            raise ValueError(f"from_unit_range: expected floats, got {images_float.dtype}")
         scaled = (np.clip(images_float, -1.0, 1.0) + 1.0) * 127.5
         return np.rint(scaled).astype(np.uint8)
     import torch  # only reached with a tensor, so torch is already loaded
 
+    if not images_float.dtype.is_floating_point:
+        raise ValueError(f"from_unit_range: expected floats, got {images_float.dtype}")
     scaled = (images_float.clamp(-1.0, 1.0) + 1.0) * 127.5
     return scaled.round().to(torch.uint8)
 
@@ -91,7 +99,7 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = 2) -> np.ndar
     elif images.dtype != np.uint8:
         raise ValueError(f"make_grid: expected float in [-1, 1] or uint8, got {images.dtype}")
     n, c, h, w = images.shape
-    ncol = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(math.sqrt(n)) if nrow is None else nrow
     if ncol < 1 or padding < 0:
         raise ValueError(f"make_grid: expected nrow >= 1 and padding >= 0, got nrow={nrow}, padding={padding}")
     rows = math.ceil(n / ncol)

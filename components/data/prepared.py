@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -83,8 +84,15 @@ def write_prepared(raw: RawImages, out_dir: str | Path) -> dict:
 def _check_raw(raw: RawImages) -> None:
     images, labels = raw.images, raw.labels
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) == 0:
-        raise DataError(f"{raw.source}: images are {images.dtype} {images.shape}; expected non-empty uint8 N,C,H,W with C in {{1, 3}}")
-    if labels is not None and (labels.shape != (len(images),) or labels.min() < 0 or labels.max() >= len(raw.class_names)):
+        raise DataError(
+            f"{raw.source}: images are {images.dtype} {images.shape}; expected non-empty uint8 N,C,H,W, C in {{1, 3}}"
+        )
+    if labels is not None and (
+        labels.dtype.kind not in "iu"
+        or labels.shape != (len(images),)
+        or labels.min() < 0
+        or labels.max() >= len(raw.class_names)
+    ):
         raise DataError(f"{raw.source}: labels do not match the images and {len(raw.class_names)} class names")
 
 
@@ -93,10 +101,7 @@ def _write_files(raw: RawImages, directory: Path) -> dict:
     if raw.labels is not None:
         arrays["labels.npy"] = np.ascontiguousarray(raw.labels, dtype=np.int64)
     for name, array in arrays.items():
-        with open(directory / name, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
+        _write(directory / name, lambda f, a=array: np.save(f, a, allow_pickle=False))
     counts = np.bincount(raw.labels, minlength=len(raw.class_names)) if raw.labels is not None else []
     manifest = {
         "format": FORMAT,
@@ -107,8 +112,17 @@ def _write_files(raw: RawImages, directory: Path) -> dict:
         "count": int(len(raw.images)),
         "files": {name: _sha256(directory / name) for name in arrays},
     }
-    (directory / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
+    _write(directory / MANIFEST, lambda f: f.write(text.encode("utf-8")))
     return manifest
+
+
+def _write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write and fsync, so the files are on disk before the directory is renamed into place."""
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _swap_in(new: Path, out_dir: Path) -> None:
@@ -162,7 +176,8 @@ def _read_manifest(path: Path) -> dict:
     keys = ("shape", "classes", "count", "files")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(k not in manifest for k in keys):
         raise DataError(f"{path}: not a {FORMAT} manifest; expected keys format, {', '.join(keys)}")
-    if "images.npy" not in manifest["files"] or ("labels.npy" in manifest["files"]) != bool(manifest["classes"]):
+    files = manifest["files"]
+    if not isinstance(files, dict) or "images.npy" not in files or ("labels.npy" in files) != bool(manifest["classes"]):
         raise DataError(f"{path}: 'files' must list images.npy, and labels.npy exactly when there are classes")
     return manifest
 

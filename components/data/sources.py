@@ -18,7 +18,7 @@ ACCEPTED = "mnist5k, digits, folder:PATH, npz:PATH, s3://BUCKET/PREFIX"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _GREY = {"1", "L", "LA"} | _SIXTEEN_BIT
-_READ_BATCH = 256  # files fetched per round trip; bounds the raw bytes held at once
+_READ_BATCH = 256  # files fetched together (concurrently on S3); bounds the undecoded bytes held at once
 _S3_CONFIG = {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 2}}
 
 
@@ -92,7 +92,9 @@ def _npz_images(images: np.ndarray, path: Path) -> np.ndarray:
         images = images.transpose(0, 3, 1, 2)
     # A 4-D array with C in {1, 3} on both axes is read as N,C,H,W, the native layout.
     if images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) == 0:
-        raise DataError(f"{path}: 'images' has shape {images.shape}; expected N,H,W or N,H,W,C or N,C,H,W with C in {{1, 3}}")
+        raise DataError(
+            f"{path}: 'images' has shape {images.shape}; expected N,H,W or N,H,W,C or N,C,H,W with C in {{1, 3}}"
+        )
     if images.dtype.kind == "f":
         if not np.all(np.isfinite(images)) or images.min() < 0 or images.max() > 1:
             raise DataError(f"{path}: float 'images' range outside [0, 1]; expected uint8 or float in [0, 1]")
@@ -169,7 +171,9 @@ def _read_tree(store: _Store, spec: str, image_size: int | None) -> RawImages:
     root = store.root
     dirs, files = _list(store, root)
     if dirs and files:
-        raise DataError(f"{store.url(files[0])}: file beside class folders; expected only class subfolders in {store.url(root)}")
+        raise DataError(
+            f"{store.url(files[0])}: file beside class folders; expected only class subfolders in {store.url(root)}"
+        )
     if not dirs:
         if not files:
             raise DataError(f"{store.url(root)}: no images; expected class subfolders or .png/.jpg/.jpeg files")
@@ -178,7 +182,9 @@ def _read_tree(store: _Store, spec: str, image_size: int | None) -> RawImages:
     for k, folder in enumerate(dirs):
         subdirs, members = _list(store, folder)
         if subdirs:
-            raise DataError(f"{store.url(subdirs[0])}: nested folder; expected only image files in class folder {store.url(folder)}")
+            raise DataError(
+                f"{store.url(subdirs[0])}: nested folder; expected only image files in class folder {store.url(folder)}"
+            )
         if not members:
             raise DataError(f"{store.url(folder)}: class folder holds no images; expected .png/.jpg/.jpeg files")
         paths += members
@@ -196,11 +202,11 @@ def _list(store: _Store, path: str) -> tuple[list[str], list[str]]:
     dirs, files = [], []
     for entry in entries:
         name = entry["name"]
-        if name.rstrip("/") == path.rstrip("/") and entry["type"] != "directory":
-            raise DataError(f"{store.url(path)}: is a file; expected a folder of images")
         # A key ending in '/' is an S3 console "folder" marker, not a file.
         if name.endswith("/") or name.rsplit("/", 1)[-1].startswith("."):
             continue
+        if name == path and entry["type"] != "directory":
+            raise DataError(f"{store.url(path)}: is a file; expected a folder of images")
         if entry["type"] == "directory":
             dirs.append(name)
         elif name.lower().endswith(IMAGE_SUFFIXES):
@@ -230,7 +236,7 @@ def _decode(data: bytes, where: str) -> np.ndarray:
             if img.mode in _SIXTEEN_BIT:
                 return np.rint(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
             return np.asarray(img.convert("L" if img.mode in _GREY else "RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error ...) on bad bytes
         raise DataError(f"{where}: cannot decode image ({_reason(exc)}); expected a valid PNG or JPEG") from exc
 
 

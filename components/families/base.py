@@ -83,6 +83,7 @@ class Family(ABC):
     task: ClassVar[TaskKind]
     paper: ClassVar[str]
     Config: ClassVar[type]
+    tiny: ClassVar[dict[str, Any]] = {}  # overrides that shrink the family for the contract test
 
     def __init__(self, config: Any, spec: DataSpec):
         self.config = config

@@ -38,8 +38,16 @@ def ensure_ray(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
-             log_to_driver=True, runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}})
+    ray.init(address=address, include_dashboard=False, logging_config=ray.LoggingConfig(log_level="WARNING"),
+             runtime_env={"worker_process_setup_hook": "components.training.launcher.quiet_worker_logs"})
+
+
+def quiet_worker_logs() -> None:
+    """Runs in every Ray worker: keep Ray Train's per-report INFO lines and the placement-group
+    cleaner's state-API warnings (no dashboard runs locally) out of the user's terminal."""
+    import logging
+
+    logging.getLogger("ray.train").setLevel(logging.ERROR)
 
 
 def run_name_for(params: Params, family: str, data_hash: str) -> str:
@@ -78,12 +86,16 @@ def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> Loo
     )
 
 
-def train_family(params: Params, family: str, prepared: PreparedDataset, run_name: str | None = None) -> TrainingOutcome:
+def train_family(params: Params, family: str, prepared: PreparedDataset, run_name: str | None = None,
+                 show_progress: bool = True) -> TrainingOutcome:
     """Train ``family`` on ``prepared`` data with Ray Train; resume the run of the same name if it exists."""
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from ray.util.queue import Queue
+
+    from components.training.progress import fit_with_progress
     from components.training.worker import train_loop_per_worker
 
     get_family(family)
@@ -94,6 +106,7 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
     run_path = storage_path if filesystem is None and storage_path.startswith("s3://") else storage_path
     local_run = None if filesystem is not None or storage_path.startswith("s3://") else Path(storage_path) / run_name
     use_gpu = t.gpus_per_worker > 0
+    progress = Queue(actor_options={"num_cpus": 0})
     resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -101,6 +114,7 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
             "settings": loop_settings(params, family, prepared),
             "data_ref": ray.put((prepared.images, prepared.labels)),
             "samples_dir": str(local_run / "samples") if local_run else None,
+            "progress": progress,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=use_gpu, resources_per_worker=resources),
@@ -108,15 +122,18 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
             name=run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
     outcome = TrainingOutcome(family=family, status="failed", run_name=run_name,
                               run_path=f"{run_path.rstrip('/')}/{run_name}")
     try:
-        result = trainer.fit()
+        result = fit_with_progress(trainer.fit, progress, t.steps, family, show=show_progress)
     except Exception as exc:  # Ray wraps worker errors; keep the first line for the user
-        outcome.reason = f"training failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        outcome.reason = f"training failed: {_first_line(exc)}"
         return outcome
+    finally:
+        progress.shutdown()
     metrics = dict(result.metrics or {})
     outcome.metrics = metrics
     outcome.step = int(metrics.get("step", 0))
@@ -126,3 +143,8 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
     else:
         outcome.status = "finished"
     return outcome
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

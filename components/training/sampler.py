@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from components.families import ImageBatch
@@ -14,16 +15,16 @@ class ShardSampler:
     permutation, position) is checkpointed so a resumed run draws the same batches.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, rank: int, world: int,
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None, rank: int, world: int,
                  batch_size: int, seed: int):
-        index = torch.arange(rank, images.size(0), world)
-        if index.numel() == 0:
-            raise ValueError(f"worker {rank} of {world} gets no images: the dataset has {images.size(0)}")
-        self.images = images[index].float().div_(127.5).sub_(1.0)
-        self.labels = None if labels is None else labels[index].long()
-        self.batch_size = min(batch_size, index.numel())
+        index = np.arange(rank, images.shape[0], world)
+        if index.size == 0:
+            raise ValueError(f"worker {rank} of {world} gets no images: the dataset has {images.shape[0]}")
+        self.images = torch.from_numpy(images[index]).float().div_(127.5).sub_(1.0)
+        self.labels = None if labels is None else torch.from_numpy(labels[index]).long()
+        self.batch_size = min(batch_size, index.size)
         self.generator = torch.Generator().manual_seed(seed * 1000003 + rank)
-        self.order = torch.randperm(index.numel(), generator=self.generator)
+        self.order = torch.randperm(index.size, generator=self.generator)
         self.position = 0
 
     def next_batch(self) -> ImageBatch:

@@ -35,22 +35,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     family.nets.to(device)
     optimizers = family.build_optimizers()
     images, labels = ray.get(config["data_ref"])
-    sampler = ShardSampler(torch.from_numpy(images), None if labels is None else torch.from_numpy(labels),
-                           rank, world, settings.batch_size, settings.seed)
+    sampler = ShardSampler(images, labels, rank, world, settings.batch_size, settings.seed)
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
     state = _resume(family, optimizers, sampler, rank, world)
     nets = wrap_for_data_parallel(family, device, world)
     phases = family.phases()
-    progress = _Progress(rank == 0, settings, state.step)
+    progress = _Progress(rank, config.get("progress"), state.step)
 
     for step in range(state.step, settings.steps):
         logs, consumed = run_iteration(step, phases, nets, optimizers, sampler, device)
-        progress.count(consumed * world, logs)
+        progress.count(consumed * world)
         bad = first_non_finite(logs)
         if agree_diverged(bad is not None, world):
             reason = f"diverged at step {step + 1}: non-finite loss {bad or 'on another worker'}"
             ray.train.report({"status": "diverged", "reason": reason, "step": step + 1, **_finite(logs)})
-            progress.close()
             return
         done = step + 1
         state.step = done
@@ -61,8 +59,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elif done % settings.report_every == 0:
             ray.train.report(progress.metrics(done, logs))
     if state.step >= settings.steps and progress.start == settings.steps:
-        ray.train.report({"status": "finished", "step": state.step, "resumed_finished": 1})
-    progress.close()
+        ray.train.report({"status": "finished", "step": state.step, "start_step": state.step})
 
 
 def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int, world: int) -> TrainingState:
@@ -109,32 +106,20 @@ def _finite(logs: dict[str, float]) -> dict[str, float]:
 
 
 class _Progress:
-    """Step counter, images/s and a progress bar on rank 0 (streamed to the driver by Ray)."""
+    """Step counter and images/s; rank 0 sends each report to the driver's progress bar."""
 
-    def __init__(self, show: bool, settings: LoopSettings, start: int):
+    def __init__(self, rank: int, queue: Any, start: int):
         self.start, self.images, self.since = start, 0, time.perf_counter()
-        self.rate = 0.0
-        self.bar = None
-        if show:
-            from ray.experimental.tqdm_ray import tqdm
+        self.queue = queue if rank == 0 else None
 
-            self.bar = tqdm(total=settings.steps, desc=f"{settings.family}", position=0)
-            self.bar.update(start)
-
-    def count(self, images: int, logs: dict[str, float]) -> None:
+    def count(self, images: int) -> None:
         self.images += images
-        if self.bar is not None:
-            self.bar.update(1)
 
     def metrics(self, step: int, logs: dict[str, float]) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.since
-        self.rate = self.images / elapsed if elapsed > 0 else 0.0
+        rate = self.images / elapsed if elapsed > 0 else 0.0
         self.images, self.since = 0, time.perf_counter()
-        if self.bar is not None:
-            shown = " ".join(f"{k}={v:.3f}" for k, v in sorted(logs.items()))
-            self.bar.set_description(f"step {step} {shown} {self.rate:.0f} img/s")
-        return {"status": "running", "step": step, "images_per_s": self.rate, **logs}
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        metrics = {"status": "running", "step": step, "start_step": self.start, "images_per_s": rate, **logs}
+        if self.queue is not None:
+            self.queue.put_nowait(metrics)
+        return metrics

@@ -53,6 +53,7 @@ def test_mnist5k_shape_labels_and_classes():
     assert raw.labels.dtype == np.int64 and np.bincount(raw.labels).tolist() == [500] * 10
     assert raw.class_names == [str(d) for d in range(10)] and raw.source == "mnist5k"
     assert raw.images.max() == 255
+    assert read_source("mnist5k", image_size=32).images.shape == (5000, 1, 32, 32)
 
 
 def test_digits_scaled_and_resized():
@@ -75,11 +76,11 @@ def test_folder_greyscale_classes_sorted(tmp_path):
 def test_folder_colour_wins_and_grey_is_replicated(tmp_path):
     _save(tmp_path / "a" / "grey.png", _grey(50))
     _save(tmp_path / "a" / "rgba.png", np.full((5, 6, 4), [1, 2, 3, 255], dtype=np.uint8))
-    _save(tmp_path / "b" / "pal.png", np.full((5, 6, 3), [7, 8, 9], dtype=np.uint8), mode="P")
+    _save(tmp_path / "b" / "pal.png", np.full((5, 6, 3), [0, 51, 102], dtype=np.uint8), mode="P")  # web-palette colour
     _save(tmp_path / "b" / "photo.JPG", np.full((5, 6, 3), 200, dtype=np.uint8))
     raw = read_source(f"folder:{tmp_path}")
     assert raw.images.shape == (4, 3, 5, 6)
-    assert raw.images[:, :, 0, 0].tolist()[:3] == [[50, 50, 50], [1, 2, 3], [7, 8, 9]]
+    assert raw.images[:, :, 0, 0].tolist()[:3] == [[50, 50, 50], [1, 2, 3], [0, 51, 102]]
 
 
 def test_folder_sixteen_bit_grey_is_scaled(tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,11 @@ from PIL import Image
 from components.data.images import from_unit_range, make_grid, resize_images, save_image_grid, to_unit_range
 
 TWO_GREY = np.array([[[[1, 2], [3, 4]]], [[[5, 6], [7, 8]]]], dtype=np.uint8)  # 2x1x2x2
+
+
+def test_importing_the_data_layer_does_not_load_torch_or_s3fs():
+    code = "import sys, components.data; print(sorted({'torch', 's3fs', 'sklearn'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_resize_down_is_the_mean_of_a_2x2_block():

@@ -1,0 +1,61 @@
+"""Training on a real local Ray cluster with 2 workers: every family, resume, divergence."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.training.checkpoint import load_family, read_checkpoint_meta
+from components.training.launcher import train_family
+
+pytestmark = pytest.mark.integration
+
+FIRST_FOUR = ["gan", "dcgan", "wgan_gp", "cgan"]
+
+
+@pytest.mark.parametrize("family", FIRST_FOUR)
+def test_family_trains_and_checkpoints_on_two_workers(ray_cluster, mnist_prepared, make_params, family):
+    params = make_params("train.steps=4", "train.checkpoint_every=2", "train.sample_every=2")
+    outcome = train_family(params, family, mnist_prepared, show_progress=False)
+    assert outcome.ok, outcome.reason
+    assert outcome.step == 4
+    checkpoint = Path(outcome.checkpoint)
+    assert checkpoint.name == "checkpoint_0000004"
+    meta = read_checkpoint_meta(checkpoint)
+    assert meta["family"] == family and meta["step"] == 4 and meta["data_hash"] == mnist_prepared.data_hash()
+    assert (checkpoint / "samples.png").stat().st_size > 0
+    assert (Path(outcome.run_path) / "samples" / "step_0000002.png").is_file()
+    restored, _ = load_family(checkpoint)
+    restored.nets.eval()
+    images = restored.generate(3, restored.sample_conditions(3))
+    assert images.shape == (3, 1, 28, 28) and torch.isfinite(images).all()
+
+
+def test_restarted_run_resumes_at_its_last_checkpoint(ray_cluster, mnist_prepared, make_params):
+    first = train_family(make_params("train.steps=3", "train.checkpoint_every=3"), "dcgan", mnist_prepared,
+                         run_name="resume-me", show_progress=False)
+    assert first.ok and first.step == 3
+    again = train_family(make_params("train.steps=6", "train.checkpoint_every=3"), "dcgan", mnist_prepared,
+                         run_name="resume-me", show_progress=False)
+    assert again.ok, again.reason
+    assert again.metrics["start_step"] == 3 and again.step == 6
+    assert sorted(p.name for p in Path(again.run_path).glob("checkpoint_0*")) == [
+        "checkpoint_0000003", "checkpoint_0000006"]
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_returns_its_checkpoint(ray_cluster, mnist_prepared,
+                                                                           make_params):
+    params = make_params("train.steps=2", "train.checkpoint_every=2")
+    first = train_family(params, "gan", mnist_prepared, show_progress=False)
+    again = train_family(params, "gan", mnist_prepared, show_progress=False)
+    assert again.ok and again.run_name == first.run_name
+    assert again.metrics["start_step"] == 2 and again.checkpoint == first.checkpoint
+
+
+def test_non_finite_loss_stops_the_run_with_a_reason(ray_cluster, mnist_prepared, make_params):
+    # a penalty weight beyond float32's range makes the critic loss infinite at the first step
+    params = make_params("train.steps=5", "overrides={wgan_gp: {gp_weight: 1.0e+39}}")
+    outcome = train_family(params, "wgan_gp", mnist_prepared, show_progress=False)
+    assert outcome.status == "diverged"
+    assert "diverged at step 1" in outcome.reason and "d_loss=inf" in outcome.reason
+    assert not list(Path(outcome.run_path).glob("checkpoint_*"))
