@@ -128,13 +128,13 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
     outcome = TrainingOutcome(family=family, status="failed", run_name=run_name,
                               run_path=f"{run_path.rstrip('/')}/{run_name}")
     try:
-        result = fit_with_progress(trainer.fit, progress, t.steps, family, show=show_progress)
+        result, metrics = fit_with_progress(trainer.fit, progress, t.steps, family, show=show_progress)
     except Exception as exc:  # Ray wraps worker errors; keep the first line for the user
         outcome.reason = f"training failed: {_first_line(exc)}"
         return outcome
     finally:
         progress.shutdown()
-    metrics = dict(result.metrics or {})
+    metrics = metrics or dict(result.metrics or {})
     outcome.metrics = metrics
     outcome.step = int(metrics.get("step", 0))
     outcome.checkpoint = result.checkpoint.path if result.checkpoint else None

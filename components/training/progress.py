@@ -18,8 +18,14 @@ def describe(metrics: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def fit_with_progress(fit: Callable[[], Any], queue: Any, total: int, label: str, show: bool = True) -> Any:
-    """Run ``fit`` in a thread; draw each report that arrives on ``queue`` until it returns."""
+def fit_with_progress(fit: Callable[[], Any], queue: Any, total: int, label: str,
+                      show: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Run ``fit`` in a thread; draw each report that arrives on ``queue`` until it returns.
+
+    Returns fit's result and rank 0's last report (Ray's result carries the metrics of
+    the last checkpoint, not of the last report).
+    """
+    last: dict[str, Any] = {}
     from ray.util.queue import Empty
 
     bar = tqdm(total=total, desc=label, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True)
@@ -32,7 +38,8 @@ def fit_with_progress(fit: Callable[[], Any], queue: Any, total: int, label: str
                 if future.done():
                     break
                 continue
+            last = metrics
             bar.n = min(total, int(metrics.get("step", bar.n)))
             bar.set_postfix_str(describe(metrics), refresh=True)
         bar.close()
-        return future.result()
+        return future.result(), last

@@ -48,7 +48,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         bad = first_non_finite(logs)
         if agree_diverged(bad is not None, world):
             reason = f"diverged at step {step + 1}: non-finite loss {bad or 'on another worker'}"
-            ray.train.report({"status": "diverged", "reason": reason, "step": step + 1, **_finite(logs)})
+            ray.train.report(progress.send({"status": "diverged", "reason": reason, "step": step + 1, **_finite(logs)}))
             return
         done = step + 1
         state.step = done
@@ -59,7 +59,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elif done % settings.report_every == 0:
             ray.train.report(progress.metrics(done, logs))
     if state.step >= settings.steps and progress.start == settings.steps:
-        ray.train.report({"status": "finished", "step": state.step, "start_step": state.step})
+        ray.train.report(progress.send({"status": "finished", "step": state.step, "start_step": state.step}))
 
 
 def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int, world: int) -> TrainingState:
@@ -119,7 +119,9 @@ class _Progress:
         elapsed = time.perf_counter() - self.since
         rate = self.images / elapsed if elapsed > 0 else 0.0
         self.images, self.since = 0, time.perf_counter()
-        metrics = {"status": "running", "step": step, "start_step": self.start, "images_per_s": rate, **logs}
+        return self.send({"status": "running", "step": step, "start_step": self.start, "images_per_s": rate, **logs})
+
+    def send(self, metrics: dict[str, Any]) -> dict[str, Any]:
         if self.queue is not None:
             self.queue.put_nowait(metrics)
         return metrics

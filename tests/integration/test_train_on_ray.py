@@ -57,5 +57,5 @@ def test_non_finite_loss_stops_the_run_with_a_reason(ray_cluster, mnist_prepared
     params = make_params("train.steps=5", "overrides={wgan_gp: {gp_weight: 1.0e+39}}")
     outcome = train_family(params, "wgan_gp", mnist_prepared, show_progress=False)
     assert outcome.status == "diverged"
-    assert "diverged at step 1" in outcome.reason and "d_loss=inf" in outcome.reason
+    assert outcome.reason.startswith("diverged at step 1: non-finite loss d_loss=")
     assert not list(Path(outcome.run_path).glob("checkpoint_*"))
