@@ -1,0 +1,1 @@
+"""Prefect flows (orchestration only): the retrain flow lands with the pipeline issue."""
