@@ -118,6 +118,11 @@ class Family(ABC):
             return torch.arange(n) % self.spec.num_classes
         return None
 
+    def adam_per_module(self, lr: float, betas: tuple[float, float],
+                        names: tuple[str, ...] = ("G", "D")) -> dict[str, torch.optim.Optimizer]:
+        """One Adam optimizer per named module: the common case of build_optimizers."""
+        return {name: torch.optim.Adam(self.nets[name].parameters(), lr, betas=betas) for name in names}
+
     @property
     def device(self) -> torch.device:
         return next(self.nets.parameters()).device

@@ -38,8 +38,7 @@ class DCGAN(Family):
         return {"G": DCGANGenerator(cfg.z_dim, c, s, cfg.g_width), "D": DCGANDiscriminator(c, s, cfg.d_width)}
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        betas = (self.config.beta1, 0.999)
-        return {k: torch.optim.Adam(self.nets[k].parameters(), self.config.lr, betas=betas) for k in ("G", "D")}
+        return self.adam_per_module(self.config.lr, (self.config.beta1, 0.999))
 
     def phases(self) -> list[Phase]:
         return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss)]

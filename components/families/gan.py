@@ -69,8 +69,7 @@ class VanillaGAN(Family):
         }
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        betas = (self.config.beta1, 0.999)
-        return {k: torch.optim.Adam(self.nets[k].parameters(), self.config.lr, betas=betas) for k in ("G", "D")}
+        return self.adam_per_module(self.config.lr, (self.config.beta1, 0.999))
 
     def phases(self) -> list[Phase]:
         return [

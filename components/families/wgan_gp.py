@@ -48,8 +48,7 @@ class WGANGP(Family):
         }
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        betas = (self.config.beta1, self.config.beta2)
-        return {k: torch.optim.Adam(self.nets[k].parameters(), self.config.lr, betas=betas) for k in ("G", "D")}
+        return self.adam_per_module(self.config.lr, (self.config.beta1, self.config.beta2))
 
     def phases(self) -> list[Phase]:
         return [
