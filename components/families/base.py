@@ -64,6 +64,9 @@ class Phase:
     batch (WGAN's n_critic); ``every`` runs it only on iterations divisible by
     it (lazy regularisation). ``modules`` name the networks whose optimizers
     step; gradients of every other network are neither kept nor synchronised.
+    ``uses_data=False`` marks a loss that needs only the batch's size, device
+    and labels (a noise-to-image generator step): it reuses the previous batch
+    instead of drawing new images, so the discriminator sees the whole epoch.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Phase:
     loss: LossFn
     repeats: int = 1
     every: int = 1
+    uses_data: bool = True
 
     def runs_at(self, step: int) -> bool:
         return step % self.every == 0

@@ -85,7 +85,7 @@ class CGAN(Family):
         return self.adam_per_module(self.config.lr, (self.config.beta1, 0.999))
 
     def phases(self) -> list[Phase]:
-        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss)]
+        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False)]
 
     def _random_labels(self, n: int, device: torch.device) -> Tensor:
         return torch.randint(0, self.spec.num_classes, (n,), device=device)

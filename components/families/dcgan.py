@@ -41,7 +41,7 @@ class DCGAN(Family):
         return self.adam_per_module(self.config.lr, (self.config.beta1, 0.999))
 
     def phases(self) -> list[Phase]:
-        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss)]
+        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False)]
 
     def discriminator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         with torch.no_grad():

@@ -74,7 +74,7 @@ class VanillaGAN(Family):
     def phases(self) -> list[Phase]:
         return [
             Phase("D", ("D",), self.discriminator_loss, repeats=self.config.d_steps),
-            Phase("G", ("G",), self.generator_loss),
+            Phase("G", ("G",), self.generator_loss, uses_data=False),
         ]
 
     def discriminator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:

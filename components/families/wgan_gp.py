@@ -53,7 +53,7 @@ class WGANGP(Family):
     def phases(self) -> list[Phase]:
         return [
             Phase("critic", ("D",), self.critic_loss, repeats=self.config.n_critic),
-            Phase("G", ("G",), self.generator_loss),
+            Phase("G", ("G",), self.generator_loss, uses_data=False),
         ]
 
     def critic_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:

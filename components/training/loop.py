@@ -73,16 +73,17 @@ def run_phase(phase: Phase, batch: ImageBatch, nets: dict[str, nn.Module],
 def run_iteration(step: int, phases: list[Phase], nets: dict[str, nn.Module],
                   optimizers: dict[str, torch.optim.Optimizer], sampler: ShardSampler,
                   device: torch.device) -> tuple[dict[str, float], int]:
-    """All phases due at ``step``; returns the last logs of each phase and the images consumed."""
+    """All phases due at ``step``; returns the last logs of each phase and the real images drawn."""
     logs: dict[str, float] = {}
-    images = 0
+    images, batch = 0, None
     for phase in phases:
         if not phase.runs_at(step):
             continue
         for _ in range(phase.repeats):
-            batch = sampler.next_batch().to(device)
+            if phase.uses_data or batch is None:
+                batch = sampler.next_batch().to(device)
+                images += len(batch)
             logs.update(run_phase(phase, batch, nets, optimizers))
-            images += len(batch)
     return logs, images
 
 
