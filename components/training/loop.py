@@ -46,7 +46,8 @@ def wrap_for_data_parallel(family: Family, device: torch.device, world: int) -> 
         return dict(family.nets.items())
     ids = [device.index] if device.type == "cuda" else None
     return {
-        name: DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
+        name: DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False,
+                                      gradient_as_bucket_view=True)
         if any(p.requires_grad for p in module.parameters()) else module
         for name, module in family.nets.items()
     }
