@@ -124,7 +124,8 @@ class Params(_Section):
         """A stable hash of everything that shapes the trained model of ``family``."""
         cfg = dataclasses.asdict(self.family_config(family))
         train = self.train.model_dump(include={"steps", "batch_size", "workers", "seed"})
-        blob = json.dumps({"family": family, "config": cfg, "train": train, "data": self.data.model_dump()},
+        data = self.data.model_dump(include={"source", "image_size"})
+        blob = json.dumps({"family": family, "config": cfg, "train": train, "data": data},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -16,6 +16,8 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
+from components.errors import ConfigError
+
 
 class TaskKind(str, enum.Enum):
     UNCONDITIONAL = "unconditional"
@@ -95,10 +97,12 @@ class Family(ABC):
         self.check_spec(spec)
         self.nets = nn.ModuleDict(self.build_networks())
 
-    def check_spec(self, spec: DataSpec) -> None:
+    @classmethod
+    def check_spec(cls, spec: DataSpec) -> None:
         """Refuse data this family cannot train on (e.g. labels missing for a conditional family)."""
-        if self.task is TaskKind.CLASS_CONDITIONAL and spec.num_classes < 2:
-            raise ValueError(f"{self.name} is class-conditional and needs labelled data with at least 2 classes")
+        if cls.task is TaskKind.CLASS_CONDITIONAL and spec.num_classes < 2:
+            raise ConfigError(f"family {cls.name} is class-conditional and needs labelled data with at least "
+                              f"2 classes; the data has {spec.num_classes}")
 
     @abstractmethod
     def build_networks(self) -> dict[str, nn.Module]:

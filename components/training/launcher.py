@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -74,8 +75,6 @@ def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> Loo
     spec = DataSpec(prepared.channels, prepared.image_size, prepared.num_classes)
     t = params.train
     resolved = params.family_config(family)
-    import dataclasses
-
     return LoopSettings(
         family=family, overrides=dataclasses.asdict(resolved), spec=spec, steps=t.steps,
         batch_size=t.batch_size, threads=t.cpus_per_worker, seed=t.seed, checkpoint_every=t.checkpoint_every,
@@ -98,20 +97,21 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
     from components.training.progress import fit_with_progress
     from components.training.worker import train_loop_per_worker
 
-    get_family(family)
+    settings = loop_settings(params, family, prepared)
+    get_family(family).check_spec(settings.spec)
     t = params.train
     ensure_ray(t.ray_address)
     run_name = run_name or run_name_for(params, family, prepared.data_hash())
     storage_path, filesystem = storage_for(t.storage_path, t.storage_endpoint_url)
-    run_path = storage_path if filesystem is None and storage_path.startswith("s3://") else storage_path
-    local_run = None if filesystem is not None or storage_path.startswith("s3://") else Path(storage_path) / run_name
+    local_run = None if t.storage_path.startswith("s3://") else Path(storage_path) / run_name
+    run_path = str(local_run) if local_run else f"{t.storage_path.rstrip('/')}/{run_name}"
     use_gpu = t.gpus_per_worker > 0
     progress = Queue(actor_options={"num_cpus": 0})
     resources = {"CPU": t.cpus_per_worker, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "settings": loop_settings(params, family, prepared),
+            "settings": settings,
             "data_ref": ray.put((prepared.images, prepared.labels)),
             "samples_dir": str(local_run / "samples") if local_run else None,
             "progress": progress,
@@ -125,8 +125,7 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
-    outcome = TrainingOutcome(family=family, status="failed", run_name=run_name,
-                              run_path=f"{run_path.rstrip('/')}/{run_name}")
+    outcome = TrainingOutcome(family=family, status="failed", run_name=run_name, run_path=run_path)
     try:
         result, metrics = fit_with_progress(trainer.fit, progress, t.steps, family, show=show_progress)
     except Exception as exc:  # Ray wraps worker errors; keep the first line for the user

@@ -67,3 +67,12 @@ def test_train_then_sample_a_conditional_family(project):
     assert images.shape == (50, 1, 28, 28) and images.dtype == np.float32
     assert images.min() >= -1 and images.max() <= 1
     assert np.bincount(labels, minlength=10).tolist() == [5] * 10
+
+
+def test_conditional_family_on_unlabelled_data_is_refused_before_training(project):
+    rng = np.random.default_rng(0)
+    np.savez(project / "unlabelled.npz", images=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8))
+    result = ganzoo("train", "--family", "cgan", "--set", "data.source=npz:unlabelled.npz", cwd=project)
+    assert result.returncode == 2
+    assert "family cgan is class-conditional and needs labelled data" in result.stderr
+    assert not (project / "runs").exists()
