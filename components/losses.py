@@ -19,6 +19,13 @@ def bce_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
+def bce_discriminator_loss_with_logs(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """The BCE discriminator loss plus what is worth watching: the loss and D's mean belief on each side."""
+    loss = bce_discriminator_loss(real_logits, fake_logits)
+    return loss, {"d_loss": loss.item(), "d_real": torch.sigmoid(real_logits).mean().item(),
+                  "d_fake": torch.sigmoid(fake_logits).mean().item()}
+
+
 def minimax_generator_loss(fake_logits: Tensor) -> Tensor:
     """E[log(1 - D(G(z)))], the generator's side of the original minimax game.
 

@@ -97,9 +97,7 @@ class CGAN(Family):
             fake = nets["G"](self.latent(len(batch), self.config.z_dim, device), fake_labels)
         real_logits = nets["D"](batch.images, batch.labels)
         fake_logits = nets["D"](fake, fake_labels)
-        loss = losses.bce_discriminator_loss(real_logits, fake_logits)
-        return loss, {"d_loss": loss.item(), "d_real": torch.sigmoid(real_logits).mean().item(),
-                      "d_fake": torch.sigmoid(fake_logits).mean().item()}
+        return losses.bce_discriminator_loss_with_logs(real_logits, fake_logits)
 
     def generator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         device = batch.images.device

@@ -81,9 +81,7 @@ class VanillaGAN(Family):
         with torch.no_grad():
             fake = nets["G"](self.latent(len(batch), self.config.z_dim, batch.images.device))
         real_logits, fake_logits = nets["D"](batch.images), nets["D"](fake)
-        loss = losses.bce_discriminator_loss(real_logits, fake_logits)
-        return loss, {"d_loss": loss.item(), "d_real": torch.sigmoid(real_logits).mean().item(),
-                      "d_fake": torch.sigmoid(fake_logits).mean().item()}
+        return losses.bce_discriminator_loss_with_logs(real_logits, fake_logits)
 
     def generator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         fake_logits = nets["D"](nets["G"](self.latent(len(batch), self.config.z_dim, batch.images.device)))
