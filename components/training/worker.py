@@ -16,6 +16,7 @@ import torch.distributed as dist
 from components.data.images import save_image_grid
 from components.families import Family, build_family
 from components.training.checkpoint import TrainingState, restore_into, save_checkpoint
+from components.training.launcher import quiet_worker_logs
 from components.training.loop import (LoopSettings, agree_diverged, first_non_finite, restore_rng, rng_state,
                                       run_iteration, wrap_for_data_parallel)
 from components.training.sampler import ShardSampler
@@ -25,6 +26,7 @@ GRID_SEED = 1234  # the same latents at every step, so grids show progress rathe
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     settings: LoopSettings = config["settings"]
+    quiet_worker_logs()  # again: Ray Train configures its worker logger after the process setup hook
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(settings.threads)
