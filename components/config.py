@@ -64,6 +64,17 @@ class DataConfig(_Section):
     ] = None
     prepared_dir: Text = "data/prepared"
     s3_endpoint_url: OptionalText = None
+    name: OptionalText = None  # names registered models <name>-<family>; null derives it from the source
+    dvc_remote: Text = ".dvc-remote"  # local directory (relative to the project root) or s3://bucket/prefix
+    dvc_remote_endpoint_url: OptionalText = None
+
+    def dataset_name(self) -> str:
+        """``name``, or the last path component of the source (``mnist5k``, ``folder:/x/faces`` → ``faces``)."""
+        if self.name:
+            return self.name
+        tail = self.source.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
+        tail = tail.removesuffix(".npz") or "data"
+        return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in tail)
 
 
 class TrainConfig(_Section):
@@ -84,18 +95,25 @@ class TrainConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    num_samples: PositiveInt = 2000
-    batch_size: PositiveInt = 250
-    inception_weights: OptionalText = None
+    num_samples: PositiveInt = 5000
+    batch_size: PositiveInt = 500
+    seed: AnyInt = 0
+    inception_weights: OptionalText = None  # a local torch-fidelity Inception-v3 file; null trains a domain CNN
+    extractor_epochs: PositiveInt = 3
+    cache_dir: Text = ".ganzoo-cache"  # domain extractors, one per data version
+    kid_subsets: PositiveInt = 50
+    kid_subset_size: PositiveInt = 1000
+    nearest_k: PositiveInt = 5
+    fid_bootstrap: NonNegativeInt = 10  # resamples for the FID standard deviation used by the promotion gate
 
 
 class RegistryConfig(_Section):
-    tracking_uri: Text = "sqlite:///mlruns.db"
+    tracking_uri: OptionalText = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: Text = "ganzoo"
-    model_prefix: Text = "ganzoo-"
+    challenger_alias: Text = "challenger"
     champion_alias: Text = "champion"
-    promote_metric: Text = "fid"
-    min_improvement: NonNegativeFloat = 0.0
+    min_improvement: NonNegativeFloat = 0.0  # FID points a challenger must gain besides beating the noise
+    noise_sigmas: NonNegativeFloat = 2.0  # promote only if the FID gain exceeds this many combined std devs
 
 
 class Params(_Section):

@@ -137,3 +137,40 @@ class Family(ABC):
 
     def latent(self, n: int, dim: int, device: torch.device | None = None) -> Tensor:
         return torch.randn(n, dim, device=device or self.device)
+
+    def export_generator(self) -> "ExportedGenerator":
+        """The generator as one module of one tensor, for the model registry.
+
+        The default serves noise-to-image families whose ``G`` takes ``(z)`` or,
+        class-conditional, ``(z, labels)``; other task kinds override it.
+        """
+        if self.task not in (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL):
+            raise NotImplementedError(f"family {self.name} must define export_generator for task {self.task.value}")
+        num_classes = self.spec.num_classes if self.task is TaskKind.CLASS_CONDITIONAL else 0
+        return ExportedGenerator(self.nets["G"], self.config.z_dim, num_classes)
+
+
+class ExportedGenerator(nn.Module):
+    """``forward(inputs)`` with inputs = latents, then a one-hot class block when conditional.
+
+    One tensor in and one out keeps the registered model loadable by
+    ``mlflow.pytorch.load_model`` and servable without ganzoo's family code.
+    """
+
+    def __init__(self, generator: nn.Module, latent_dim: int, num_classes: int = 0):
+        super().__init__()
+        self.generator, self.latent_dim, self.num_classes = generator, latent_dim, num_classes
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        z = inputs[:, : self.latent_dim]
+        if self.num_classes == 0:
+            return self.generator(z)
+        return self.generator(z, inputs[:, self.latent_dim:].argmax(dim=1))
+
+    def example_inputs(self, n: int = 8, seed: int = 0) -> Tensor:
+        """A latent batch (and balanced one-hot classes): the registry's input example."""
+        z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        if self.num_classes == 0:
+            return z
+        onehot = nn.functional.one_hot(torch.arange(n) % self.num_classes, self.num_classes).float()
+        return torch.cat([z, onehot], dim=1)
