@@ -5,6 +5,7 @@ Layout of a checkpoint directory:
   config.json    family name, resolved family config, data spec, data hash, step
   COMPLETE       written last; a directory without it is never resumed from
   samples.png    (optional) a grid of generated images at that step
+  history.json   (optional) the reported losses of every step so far: [{"step": 10, "d_loss": ...}, ...]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from components.errors import CheckpointError
 from components.families import DataSpec, Family, build_family
 
-STATE_FILE, CONFIG_FILE, COMPLETE_FILE = "state.pt", "config.json", "COMPLETE"
+STATE_FILE, CONFIG_FILE, COMPLETE_FILE, HISTORY_FILE = "state.pt", "config.json", "COMPLETE", "history.json"
 
 
 @dataclass
@@ -76,6 +77,18 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
         return json.loads((directory / CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable checkpoint config ({exc})") from None
+
+
+def read_history(directory: str | Path) -> list[dict[str, Any]]:
+    """The loss history saved with a checkpoint; empty for checkpoints that have none."""
+    path = Path(directory) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable loss history ({exc})") from None
+    return [row for row in rows if isinstance(row, dict) and isinstance(row.get("step"), int)]
 
 
 def load_state(directory: str | Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch.distributed as dist
 
 from components.data.images import save_image_grid
 from components.families import Family, build_family
-from components.training.checkpoint import TrainingState, restore_into, save_checkpoint
+from components.training.checkpoint import HISTORY_FILE, TrainingState, read_history, restore_into, save_checkpoint
 from components.training.launcher import quiet_worker_logs
 from components.training.loop import (LoopSettings, agree_diverged, first_non_finite, restore_rng, rng_state,
                                       run_iteration, wrap_for_data_parallel)
@@ -39,10 +40,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     images, labels = ray.get(config["data_ref"])
     sampler = ShardSampler(images, labels, rank, world, settings.batch_size, settings.seed)
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
-    state = _resume(family, optimizers, sampler, rank, world)
+    state, history = _resume(family, optimizers, sampler, rank, world)
     nets = wrap_for_data_parallel(family, device, world)
     phases = family.phases()
-    progress = _Progress(rank, config.get("progress"), state.step)
+    progress = _Progress(rank, config.get("progress"), state.step, history)
 
     for step in range(state.step, settings.steps):
         logs, consumed = run_iteration(step, phases, nets, optimizers, sampler, device)
@@ -57,27 +58,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if done % settings.sample_every == 0 and rank == 0 and config.get("samples_dir"):
             save_image_grid(_grid(family), Path(config["samples_dir"]) / f"step_{done:07d}.png")
         if done % settings.checkpoint_every == 0 or done == settings.steps:
-            _report_checkpoint(family, optimizers, sampler, state, settings, progress.metrics(done, logs), rank, world)
+            metrics = progress.metrics(done, logs)
+            _report_checkpoint(family, optimizers, sampler, state, settings, metrics, progress.history, rank, world)
         elif done % settings.report_every == 0:
             ray.train.report(progress.metrics(done, logs))
     if state.step >= settings.steps and progress.start == settings.steps:
         ray.train.report(progress.send({"status": "finished", "step": state.step, "start_step": state.step}))
 
 
-def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int, world: int) -> TrainingState:
+def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int,
+            world: int) -> tuple[TrainingState, list[dict]]:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return TrainingState()
+        return TrainingState(), []
     with checkpoint.as_directory() as directory:
         state = restore_into(directory, family, optimizers)
+        history = read_history(directory)
     per_rank = state.rng.get("ranks") if isinstance(state.rng, dict) else None
     if per_rank is not None and len(per_rank) == world:
         restore_rng(per_rank[rank], sampler)
-    return state
+    return state, [row for row in history if row.get("step", 0) <= state.step]
 
 
 def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, state: TrainingState,
-                       settings: LoopSettings, metrics: dict, rank: int, world: int) -> None:
+                       settings: LoopSettings, metrics: dict, history: list[dict], rank: int, world: int) -> None:
     ranks = [rng_state(sampler)]
     if world > 1:
         ranks = [None] * world
@@ -89,6 +93,7 @@ def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, 
     with tempfile.TemporaryDirectory(prefix="ganzoo-ckpt-") as tmp:
         state.rng = {"ranks": ranks}
         save_image_grid(_grid(family), Path(tmp) / "samples.png")
+        (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
         save_checkpoint(tmp, family, optimizers, state, extra=settings.meta)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
@@ -108,11 +113,16 @@ def _finite(logs: dict[str, float]) -> dict[str, float]:
 
 
 class _Progress:
-    """Step counter and images/s; rank 0 sends each report to the driver's progress bar."""
+    """Step counter, images/s and the loss history; rank 0 sends each report to the driver's progress bar.
 
-    def __init__(self, rank: int, queue: Any, start: int):
+    The history (one row per report) travels inside every checkpoint, so the
+    loss curves of a resumed run still start at step 1.
+    """
+
+    def __init__(self, rank: int, queue: Any, start: int, history: list[dict]):
         self.start, self.images, self.since = start, 0, time.perf_counter()
         self.queue = queue if rank == 0 else None
+        self.history = history
 
     def count(self, images: int) -> None:
         self.images += images
@@ -121,6 +131,7 @@ class _Progress:
         elapsed = time.perf_counter() - self.since
         rate = self.images / elapsed if elapsed > 0 else 0.0
         self.images, self.since = 0, time.perf_counter()
+        self.history.append({"step": step, "images_per_s": rate, **logs})
         return self.send({"status": "running", "step": step, "start_step": self.start, "images_per_s": rate, **logs})
 
     def send(self, metrics: dict[str, Any]) -> dict[str, Any]:

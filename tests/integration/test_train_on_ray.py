@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.training.checkpoint import load_family, read_checkpoint_meta
+from components.training.checkpoint import load_family, read_checkpoint_meta, read_history
 from components.training.launcher import train_family
 
 pytestmark = pytest.mark.integration
@@ -41,6 +41,9 @@ def test_restarted_run_resumes_at_its_last_checkpoint(ray_cluster, mnist_prepare
     assert again.metrics["start_step"] == 3 and again.step == 6
     assert sorted(p.name for p in Path(again.run_path).glob("checkpoint_0*")) == [
         "checkpoint_0000003", "checkpoint_0000006"]
+    history = read_history(again.checkpoint)  # the losses from before the restart travel with the checkpoint
+    assert [row["step"] for row in history] == [1, 2, 3, 4, 5, 6]
+    assert all(set(row) >= {"d_loss", "g_loss"} for row in history)
 
 
 def test_rerunning_a_finished_run_trains_nothing_and_returns_its_checkpoint(ray_cluster, mnist_prepared,
