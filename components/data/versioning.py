@@ -91,7 +91,6 @@ def version_prepared(
     with _dvc_repo(root, f"versioning {rel} with DVC") as repo:
         remote = _configure(repo, remote_url, endpoint_url)
         target, md5 = _commit(repo, root / rel)
-        _warn_if_git_ignored(repo, target)
         pushed = _push(repo, target, remote, remote_url, endpoint_url)
     return DataVersion(md5=md5, path=rel, remote=remote, pushed=pushed)
 
@@ -194,12 +193,6 @@ def _commit(repo: Any, prepared: Path) -> tuple[str, str]:
         target = stages[0].addressing  # "data/prepared.dvc"
     (out,) = [o for stage in stages for o in stage.outs if o.fs_path == str(prepared)]
     return target, out.hash_info.value
-
-
-def _warn_if_git_ignored(repo: Any, target: str) -> None:
-    """A .dvc file inside a git-ignored folder (e.g. /data/) records a version that git will never see."""
-    if target.endswith(".dvc") and repo.scm.is_ignored(target):
-        logging.getLogger(__name__).warning("%s is git-ignored; git will not track this data version", target)
 
 
 # --- helpers -----------------------------------------------------------------------------
