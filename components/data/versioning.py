@@ -68,7 +68,7 @@ def init_project(path: str | Path) -> list[str]:
         done.append("git init")
     if not (path / ".dvc").is_dir():
         subdir = _git_toplevel(path) != path  # DVC needs --subdir below a git root (a monorepo)
-        with _quiet_dvc():
+        with _quiet_dvc(), _dvc_errors(f"dvc init in {path}", path):
             Repo.init(str(path), subdir=subdir).close()
         done.append("dvc init --subdir" if subdir else "dvc init")
     return done
@@ -114,8 +114,12 @@ def current_data_version(repo_root: str | Path, prepared_dir: str | Path) -> str
 
 def _configure(repo: Any, remote_url: str, endpoint_url: str | None) -> str:
     """Write the remote only when it differs, so that an unchanged config file is left untouched."""
-    url, shown = _resolve_remote(Path(repo.root_dir), remote_url)
-    endpoint_url = endpoint_url if remote_url.startswith("s3://") else None  # an endpoint means nothing to a folder
+    _refuse_credentials(remote_url, "data.dvc_remote")
+    _refuse_credentials(endpoint_url, "data.dvc_remote_endpoint_url")
+    if remote_url.startswith("s3://"):
+        url = _s3_remote(remote_url)
+    else:
+        url, endpoint_url = _local_remote(repo, remote_url), None  # an endpoint means nothing to a folder
     local = repo.config.read("local")
     current = local.get("remote", {}).get(REMOTE_NAME, {})
     if (
@@ -123,7 +127,7 @@ def _configure(repo: Any, remote_url: str, endpoint_url: str | None) -> str:
         and current.get("endpointurl") == endpoint_url
         and local.get("core", {}).get("remote") == REMOTE_NAME
     ):
-        return shown
+        return str(url)
     with repo.config.edit("local") as conf:
         section = conf["remote"].setdefault(REMOTE_NAME, {})  # keeps options a user added (region, profile…)
         section["url"] = url
@@ -131,25 +135,35 @@ def _configure(repo: Any, remote_url: str, endpoint_url: str | None) -> str:
         if endpoint_url:
             section["endpointurl"] = endpoint_url
         conf["core"]["remote"] = REMOTE_NAME
-    return shown
+    return str(url)
 
 
-def _resolve_remote(root: Path, remote_url: str) -> tuple[Any, str]:
-    """(the url DVC stores, the url shown to people); a local directory is created and stored relative to .dvc/."""
+def _refuse_credentials(url: str | None, key: str) -> None:
+    if url and _redact(url) != url:  # the message must not repeat them
+        raise ConfigError(f"{key}: the URL holds credentials (user:password@); put them in the AWS environment or profile")
+
+
+def _s3_remote(remote_url: str) -> str:
+    if not remote_url[5:].split("/", 1)[0]:
+        raise ConfigError(f"data.dvc_remote {remote_url!r}: expected s3://bucket/prefix")
+    return remote_url
+
+
+def _local_remote(repo: Any, remote_url: str) -> Any:
+    """Create the folder; one inside the project is git-ignored, as git must not hold the data DVC stores."""
     from dvc.config_schema import RelPath
 
-    if remote_url.startswith("s3://"):
-        if not remote_url[5:].strip("/"):
-            raise ConfigError(f"data.dvc_remote {remote_url!r}: expected s3://bucket/prefix")
-        return remote_url, _redact(remote_url)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", remote_url):
-        raise ConfigError(f"data.dvc_remote {_redact(remote_url)!r}: expected a local directory or s3://bucket/prefix")
+        raise ConfigError(f"data.dvc_remote {remote_url!r}: expected a local directory or s3://bucket/prefix")
+    root = Path(repo.root_dir)
     directory = (root / Path(remote_url).expanduser()).resolve()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GanzooError(f"DVC remote {directory}: cannot create the directory ({_reason(exc)})") from None
-    return RelPath(str(directory)), str(directory)  # RelPath: DVC saves it relative to .dvc/, so the repo can move
+    if directory.is_relative_to(root) and directory != root:
+        repo.scm.ignore(str(directory))  # a no-op when a .gitignore already covers it
+    return RelPath(str(directory))  # RelPath: DVC saves it relative to .dvc/, so the repository can move
 
 
 def _probe_s3(remote_url: str, endpoint_url: str | None) -> None:
@@ -187,7 +201,9 @@ def _commit(repo: Any, prepared: Path) -> tuple[str, str]:
         out = None
     if out is not None and not out.stage.is_data_source:
         target = out.stage.addressing  # "prepare", or "sub/dvc.yaml:prepare"
-        stages = repo.commit(target, force=True, relink=False)  # force: changed outputs are the point
+        # force: a changed output is the point, not a reason to prompt; relink=False: the files just
+        # written stay as they are instead of being checked out again from the cache.
+        stages = repo.commit(target, force=True, relink=False)
     else:
         stages = repo.add(str(prepared))
         target = stages[0].addressing  # "data/prepared.dvc"
@@ -287,5 +303,6 @@ def _redact(text: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    """The exception as one line: DVC's messages may span several (e.g. a list of overlapping stages)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

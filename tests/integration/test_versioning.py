@@ -95,7 +95,8 @@ def test_local_remote_versions_once_and_follows_the_data(project):
     assert any((project / ".dvc-remote").rglob("*.dir"))
     assert not (project / "data" / "prepared.dvc").exists()  # the stage owns the output: no `dvc add`
 
-    again = version_prepared(project, project / "data" / "prepared", ".dvc-remote")
+    # absolute paths, as load_params anchors them, name the same folders
+    again = version_prepared(project, project / "data" / "prepared", str(project / ".dvc-remote"))
     assert (again.md5, again.pushed) == (first.md5, 0)
 
     _prepare(project, image_size=12)
@@ -135,6 +136,7 @@ def test_configure_remote_is_idempotent_and_switches(project):
     configure_remote(project, ".dvc-remote", None)
     assert (config.stat().st_mtime_ns, config.read_text()) == written
     assert "../.dvc-remote" in written[1]  # relative to .dvc/, so the repository can move
+    assert "/.dvc-remote" in (project / ".gitignore").read_text().splitlines()  # git must not hold the data
 
     configure_remote(project, "s3://bucket-a/prefix", "http://127.0.0.1:9000")
     configure_remote(project, "s3://bucket-a/prefix", None)
@@ -152,6 +154,26 @@ def test_without_a_prepare_stage_falls_back_to_dvc_add(project):
     assert version_prepared(project, "data/prepared", ".dvc-remote") == DataVersion(
         version.md5, "data/prepared", version.remote, 0
     )
+
+
+def test_git_ignored_data_folder_works_with_the_stage_not_with_dvc_add(project):
+    """ganzoo's own .gitignore lists /data/: dvc.lock sits at the root, but a data/prepared.dvc would be invisible."""
+    (project / ".gitignore").write_text("/data/\n")
+    assert version_prepared(project, "data/prepared", ".dvc-remote").pushed > 0
+    assert not (project / "data" / ".gitignore").exists()  # DVC adds none when the output is already ignored
+
+    (project / "dvc.yaml").unlink()
+    (project / "dvc.lock").unlink()
+    with pytest.raises(GanzooError, match=r"'data/prepared.dvc' is git-ignored"):
+        version_prepared(project, "data/prepared", ".dvc-remote")
+
+
+def test_credentials_in_urls_are_refused_unrepeated(project):
+    for remote, endpoint in (("s3://key:secret@bucket/dvc", None), ("s3://bucket/dvc", "http://key:secret@127.0.0.1:9")):
+        with pytest.raises(ConfigError, match="holds credentials") as error:
+            version_prepared(project, "data/prepared", remote, endpoint)
+        assert "secret" not in str(error.value)
+    assert not (project / ".dvc" / "config.local").exists()
 
 
 def test_unreachable_s3_remote_fails_fast_in_one_line(project, s3_env):
