@@ -15,7 +15,7 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class EvaluationReport:
         return _atomic_write(Path(path), lambda tmp: tmp.write_text(self.to_json(), encoding="utf-8"), ".json")
 
 
-def _atomic_write(path: Path, write, suffix: str) -> Path:
+def _atomic_write(path: Path, write: Callable[[Path], object], suffix: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
     os.close(fd)
@@ -90,6 +90,11 @@ class _RealSide:
 
 
 _real_cache: OrderedDict[tuple, _RealSide] = OrderedDict()
+
+
+def clear_real_cache() -> None:
+    """Forget cached real features and floors (they are recomputed on the next evaluation)."""
+    _real_cache.clear()
 
 
 def _real_side(prepared: PreparedDataset, extractor: FeatureExtractor, cfg: EvaluationConfig,
@@ -154,6 +159,8 @@ def _check_fakes(images: np.ndarray, labels: np.ndarray | None, prepared: Prepar
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype.kind != "f":
         raise DataError(f"generated images: expected a float N x C x H x W array, got "
                         f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
+    if not np.isfinite(images).all():
+        raise DataError("generated images contain NaN or infinity; the generator has diverged")
     if images.shape[1] != prepared.channels:
         raise DataError(f"generated images have {images.shape[1]} channels; the real data has {prepared.channels}")
     if len(images) <= k:

@@ -55,7 +55,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
-        raise ValueError(f"frechet_distance: shapes differ: mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}")
+        raise ValueError(f"frechet_distance: shapes differ: mu {mu1.shape}/{mu2.shape}, "
+                         f"sigma {sigma1.shape}/{sigma2.shape}")
     return _frechet(mu1, _psd_sqrt(sigma1), float(np.trace(sigma1)), mu2, sigma2)
 
 
@@ -65,7 +66,7 @@ def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 
 def fid_with_std(real_feats: np.ndarray, fake_feats: np.ndarray, bootstrap: int, seed: int) -> tuple[float, float]:
-    """(FID, its standard deviation over ``bootstrap`` resamples of the fake set with replacement).
+    """(FID, its standard deviation over ``bootstrap`` resamples of the fake set with replacement; 0 below 2).
 
     Only the fake set is resampled: it is what changes between two models scored
     against the same real set, so this is the noise a promotion gate must beat.
