@@ -57,49 +57,170 @@ def train(
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (train.workers)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training iterations (train.steps)."),
     run_name: Optional[str] = typer.Option(None, "--run-name", help="Name of the run; the same name resumes it."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     params_file: Path = ParamsOption,
     sets: Optional[List[str]] = SetOption,
 ) -> None:
     """Prepare the data and train families on Ray; prints where each final checkpoint is."""
-    from components.data import prepare_dataset, load_prepared
-    from components.training.launcher import train_family
+    from components import pipeline
 
     assignments = list(sets or [])
     assignments += [f"train.workers={workers}"] if workers is not None else []
     assignments += [f"train.steps={steps}"] if steps is not None else []
     assignments += [f"families={list(family)}"] if family else []
     params = _load(params_file, assignments)
-    d = params.data
-    prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url)
-    prepared = load_prepared(d.prepared_dir)
+    pipeline.prepare_data(params)
+    data_version = pipeline.current_data_version(params)
     failed = 0
     for name in params.families:
-        outcome = train_family(params, name, prepared, run_name if len(params.families) == 1 else None)
-        if outcome.ok:
-            rate = outcome.metrics.get("images_per_s")
+        record = pipeline.train_stage(params, name, data_version, show_progress=progress,
+                                      run_name=run_name if len(params.families) == 1 else None)
+        if record["status"] == "finished":
+            rate = record["metrics"].get("images_per_s")
             speed = f", {rate:.0f} images/s" if rate else ""
-            typer.echo(f"{name}: finished {outcome.step} steps{speed}; checkpoint: {outcome.checkpoint}")
+            typer.echo(f"{name}: finished {record['step']} steps{speed}; checkpoint: {record['checkpoint']}")
         else:
             failed += 1
-            typer.echo(f"{name}: {outcome.status}: {outcome.reason}", err=True)
+            typer.echo(f"{name}: {record['status']}: {record['reason']}", err=True)
     if failed:
         raise typer.Exit(1)
 
 
 @app.command()
 def sample(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A checkpoint directory or a run directory."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c",
+                                              help="A checkpoint directory or a run directory."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="A registered model, e.g. models:/mnist5k-dcgan@champion."),
     n: int = typer.Option(5000, "-n", help="Number of images."),
-    out: Path = typer.Option(Path("samples.npz"), "--out", "-o", help="Output .npz (images, and labels if conditional)."),
+    out: Path = typer.Option(Path("samples.npz"), "--out", "-o",
+                             help="Output: .npz (images, and labels if conditional) or .png (a grid)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latents."),
+    params_file: Path = ParamsOption,
 ) -> None:
-    """Write generated images (N x C x H x W float32 in [-1, 1]) and their requested classes to an .npz."""
+    """Write generated images (N x C x H x W float32 in [-1, 1]) and their requested classes to an .npz or a PNG grid."""
     from components.training.sampling import sample_from_checkpoint, write_samples
 
-    images, labels = sample_from_checkpoint(checkpoint, n, seed)
+    if (checkpoint is None) == (model is None):
+        raise GanzooError("sample: give exactly one of --checkpoint PATH or --model models:/NAME@ALIAS")
+    if out.suffix.lower() not in (".npz", ".png"):
+        raise GanzooError(f"--out {out}: expected a .npz or .png file name")
+    if model is not None:
+        from components.registry.models import generate_from_registry
+        from components.registry.tracking import configure
+
+        if params_file.is_file():
+            configure(_load(params_file, []).registry)
+        images, labels = generate_from_registry(model, n, seed)
+    else:
+        images, labels = sample_from_checkpoint(checkpoint, n, seed)
+    if out.suffix.lower() == ".png":
+        import torch
+
+        from components.data import save_image_grid
+
+        save_image_grid(torch.from_numpy(images), out)
+        typer.echo(f"wrote a grid of {images.shape[0]} images {list(images.shape[1:])} to {out}")
+        return
     write_samples(out, images, labels)
     extra = f" and labels ({len(set(labels.tolist()))} classes)" if labels is not None else ""
     typer.echo(f"wrote {images.shape[0]} images {list(images.shape[1:])}{extra} to {out}")
+
+
+@app.command()
+def init(path: Path = typer.Argument(Path("."), help="The project directory.")) -> None:
+    """Make PATH a git + DVC repository (what `ganzoo run` needs to version the data)."""
+    from components.data.versioning import init_project
+
+    done = init_project(path)
+    typer.echo("\n".join(done) if done else f"{path} is already a git + DVC repository")
+
+
+FamiliesOption = typer.Option(None, "--family", "-f", help="Family to run (repeatable); default: params.yaml's.")
+
+
+@app.command()
+def run(
+    family: Optional[List[str]] = FamiliesOption,
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Run the retrain flow (Prefect): version data, train, evaluate, register, promote; print a summary."""
+    import os
+
+    # the ephemeral Prefect API starts in a subprocess; slow or busy machines need more than its 20 s default
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    _load(params_file, list(sets or []))  # refuse bad params before Prefect starts
+    from flows.retrain import retrain
+
+    rows = retrain(params_path=str(params_file), families=list(family or []) or None, overrides=list(sets or []))
+    _print_summary(rows)
+    params = _load(params_file, list(sets or []))
+    from components.registry.tracking import tracking_uri
+
+    typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(params.registry)}")
+    if any(row["status"] != "finished" for row in rows):
+        raise typer.Exit(1)
+
+
+def _print_summary(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="retrain summary")
+    for column in ("family", "status", "steps", "FID", "KID", "precision", "recall", "version", "decision"):
+        table.add_column(column, justify="right" if column not in ("family", "status", "decision") else "left")
+    for row in rows:
+        numbers = [_fmt(row.get(k), digits) for k, digits in (("fid", 2), ("kid", 4), ("precision", 3),
+                                                                ("recall", 3))]
+        status = row["status"] if not row.get("failed_stage") else f"{row['status']} ({row['failed_stage']})"
+        decision = row.get("decision") or ""
+        reason = row.get("reason") or ""
+        table.add_row(row["family"], status, str(row.get("steps", "")), *numbers, str(row.get("version", "")),
+                      f"{decision}: {reason}" if decision and reason else decision or reason)
+    Console(width=160).print(table)
+
+
+def _fmt(value, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+@app.command()
+def evaluate(
+    family: List[str] = typer.Option(..., "--family", "-f", help="Family to evaluate (repeatable)."),
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Evaluate each family's last trained checkpoint; writes <reports_dir>/<family>/metrics.json."""
+    from components import pipeline
+
+    params = _load(params_file, list(sets or []))
+    for name in family:
+        report = pipeline.evaluate_stage(params, name)
+        m = report["metrics"]
+        typer.echo(f"{name}: FID {m['fid']:.3f} (floor {m['fid_floor']:.3f}), KID {m['kid']:.4f}, "
+                   f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, classes {m['classes_covered']:.0f}; "
+                   f"extractor {report['extractor']}")
+
+
+@app.command()
+def promote(
+    family: str = typer.Option(..., "--family", "-f", help="The family whose model to promote."),
+    version: Optional[str] = typer.Option(None, "--version", help="Model version (default: the last registered)."),
+    rollback: bool = typer.Option(False, "--rollback", help="Restore the previous champion instead."),
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Apply the promotion gate to a registered version, or roll the champion back."""
+    from components import pipeline
+
+    params = _load(params_file, list(sets or []))
+    if rollback:
+        record = pipeline.rollback_stage(params, family)
+        typer.echo(f"{record['model']}: champion is version {record['version']} again")
+        return
+    record = pipeline.promote_stage(params, family, version)
+    typer.echo(f"{record['model']} version {record['version']}: {record['decision']}: {record['reason']}")
 
 
 def main() -> None:

@@ -101,6 +101,7 @@ class EvaluationConfig(_Section):
     inception_weights: OptionalText = None  # a local torch-fidelity Inception-v3 file; null trains a domain CNN
     extractor_epochs: PositiveInt = 3
     cache_dir: Text = ".ganzoo-cache"  # domain extractors, one per data version
+    reports_dir: Text = "reports"  # per family: training.json, metrics.json, samples.png, losses.png
     kid_subsets: PositiveInt = 50
     kid_subset_size: PositiveInt = 1000
     nearest_k: PositiveInt = 5
@@ -270,8 +271,27 @@ def apply_overrides(raw: dict, assignments: list[str]) -> dict:
     return merged
 
 
+LOCAL_PATH_KEYS = (("data", "prepared_dir"), ("data", "dvc_remote"), ("train", "storage_path"),
+                   ("evaluation", "cache_dir"), ("evaluation", "reports_dir"))
+
+
+def anchor_paths(params: Params, base: Path) -> Params:
+    """Relative local paths in ``params`` made absolute against ``base`` (the params file's directory)."""
+    anchored = params.model_copy(deep=True)
+    for section, key in LOCAL_PATH_KEYS:
+        holder = getattr(anchored, section)
+        value = getattr(holder, key)
+        if "://" not in value and not Path(value).is_absolute():
+            setattr(holder, key, str((base / value).resolve()))
+    return anchored
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read, merge ``--set`` overrides into, and validate a params file."""
+    """Read, merge ``--set`` overrides into, and validate a params file.
+
+    Relative paths in it are taken relative to the file's directory, so a
+    flow, a DVC stage and a CLI command started anywhere agree on them.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
@@ -284,4 +304,5 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     source = f"{path.name} (with --set)" if overrides else path.name
-    return validate_params(apply_overrides(raw or {}, overrides or []), source)
+    params = validate_params(apply_overrides(raw or {}, overrides or []), source)
+    return anchor_paths(params, path.resolve().parent)

@@ -1,0 +1,223 @@
+"""The retrain pipeline's stages, shared by the Prefect flow, the CLI and ``dvc repro``.
+
+Each stage reads what the previous one left in ``<reports_dir>/<family>/`` and
+writes its own result there, so a stage can run alone (``ganzoo evaluate``),
+from DVC, or again after a crash without redoing the stages before it.
+
+  training.json   the training outcome (run, checkpoint, status) and its lineage
+  metrics.json    the evaluation report
+  samples.png     a grid of the final generator's images
+  losses.png      the loss curves of the whole run
+  registry.json   the registered model version and the promotion decision
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+from components.errors import GanzooError
+
+TRAINING_FILE, METRICS_FILE, REGISTRY_FILE = "training.json", "metrics.json", "registry.json"
+SAMPLES_FILE, LOSSES_FILE = "samples.png", "losses.png"
+
+
+def summary_row(family: str, outputs: dict[str, dict[str, Any]], failed_stage: str | None = None,
+                reason: str = "") -> dict[str, Any]:
+    """One row of the retrain summary from the outputs of the stages that completed."""
+    training = outputs.get("train", {})
+    metrics = outputs.get("evaluate", {}).get("metrics", {})
+    decision = outputs.get("promote", {})
+    status = "finished" if failed_stage is None else ("diverged" if "diverged" in reason else "failed")
+    return {
+        "family": family,
+        "status": status,
+        "failed_stage": failed_stage,
+        "reason": reason or decision.get("reason", ""),
+        "steps": training.get("step", 0),
+        **{key: metrics.get(key) for key in ("fid", "kid", "precision", "recall")},
+        "version": decision.get("version", ""),
+        "decision": decision.get("decision", ""),
+    }
+
+
+def start_cluster(params: Params) -> None:
+    """One Ray connection for the whole flow (local cluster, or ``train.ray_address``)."""
+    from components.training.launcher import ensure_ray
+
+    ensure_ray(params.train.ray_address)
+
+
+def family_dir(params: Params, family: str) -> Path:
+    return Path(params.evaluation.reports_dir) / family
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, produced_by: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise GanzooError(f"{path}: not found; run `{produced_by}` first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GanzooError(f"{path}: unreadable ({exc})") from None
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def prepare_data(params: Params) -> dict[str, Any]:
+    from components.data import prepare_dataset
+
+    d = params.data
+    return prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url)
+
+
+def version_data(params: Params, project_root: Path) -> dict[str, Any]:
+    """Prepare the data and version it with DVC; returns the DataVersion as a dict (md5, pushed, ...)."""
+    from components.data.versioning import version_prepared
+
+    prepare_data(params)
+    d = params.data
+    version = version_prepared(project_root, Path(d.prepared_dir), d.dvc_remote, d.dvc_remote_endpoint_url)
+    return version.to_dict()
+
+
+def current_data_version(params: Params) -> str:
+    """The DVC md5 of the prepared data when a stage commit recorded one, else the prepared files' hash."""
+    from components.data import load_prepared
+    from components.data.versioning import current_data_version as dvc_md5, find_project_root
+
+    prepared_dir = Path(params.data.prepared_dir)
+    try:
+        md5 = dvc_md5(find_project_root(prepared_dir.parent), prepared_dir)
+    except GanzooError:
+        md5 = None
+    return md5 or f"sha256:{load_prepared(prepared_dir, verify=False).data_hash()[:32]}"
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def train_stage(params: Params, family: str, data_version: str, show_progress: bool = False,
+                run_name: str | None = None) -> dict[str, Any]:
+    """Train (or resume, or find finished) the family's run; record the outcome in training.json."""
+    from components.data import load_prepared
+    from components.training.launcher import train_family
+
+    prepared = load_prepared(params.data.prepared_dir)
+    outcome = train_family(params, family, prepared, run_name=run_name, show_progress=show_progress)
+    record = {
+        **dataclasses.asdict(outcome),
+        "data_version": data_version,
+        "params_hash": params.params_hash(family),
+        "seed": params.train.seed,
+        "dataset": params.data.dataset_name(),
+    }
+    _write_json(family_dir(params, family) / TRAINING_FILE, record)
+    return record
+
+
+def read_training(params: Params, family: str) -> dict[str, Any]:
+    record = _read_json(family_dir(params, family) / TRAINING_FILE, f"ganzoo train --family {family}")
+    if record.get("status") != "finished":
+        raise GanzooError(f"{family}: training {record.get('status')}: {record.get('reason')}")
+    return record
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def evaluate_stage(params: Params, family: str) -> dict[str, Any]:
+    """Score the family's final checkpoint; write metrics.json, samples.png and losses.png."""
+    from components.data import load_prepared
+    from components.evaluation.evaluate import evaluate_checkpoint, write_loss_curves
+    from components.training.checkpoint import read_history
+
+    training = read_training(params, family)
+    prepared = load_prepared(params.data.prepared_dir)
+    report = evaluate_checkpoint(training["checkpoint"], prepared, training["data_version"], params.evaluation)
+    out = family_dir(params, family)
+    grid = Path(training["checkpoint"]) / "samples.png"
+    if grid.is_file():
+        shutil.copyfile(grid, out / SAMPLES_FILE)
+    history = read_history(training["checkpoint"])
+    if history:
+        write_loss_curves(history, out / LOSSES_FILE)
+    report.write(out / METRICS_FILE)
+    return json.loads((out / METRICS_FILE).read_text())
+
+
+def read_evaluation(params: Params, family: str) -> dict[str, Any]:
+    return _read_json(family_dir(params, family) / METRICS_FILE, f"ganzoo evaluate --family {family}")
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+def model_name(params: Params, family: str) -> str:
+    from components.registry.register import registered_model_name
+
+    return registered_model_name(params.data.dataset_name(), family)
+
+
+def register_stage(params: Params, family: str) -> dict[str, Any]:
+    """Log the run to MLflow and register its generator (once per data version, params, family and seed)."""
+    from components.registry.register import register_version
+    from components.registry.runs import log_family_run
+
+    training = read_training(params, family)
+    evaluation = read_evaluation(params, family)
+    out = family_dir(params, family)
+    run = log_family_run(params, family, training, evaluation, artifacts=[out / SAMPLES_FILE, out / LOSSES_FILE,
+                                                                          out / METRICS_FILE])
+    version = register_version(params, family, training, evaluation, run)
+    record = {"model": model_name(params, family), "version": str(version)}
+    _write_json(out / REGISTRY_FILE, record)
+    return record
+
+
+def promote_stage(params: Params, family: str, version: str | None = None) -> dict[str, Any]:
+    """Apply the promotion gate to ``version`` (default: the one this family's last register made).
+
+    A champion measured under another protocol (another extractor, data version
+    or sample count) is evaluated again under the challenger's before the two
+    are compared: metrics from different protocols are never compared.
+    """
+    from components.registry.promotion import REMEASURE, measurement_from_report, promote_version
+
+    out = family_dir(params, family)
+    if version is None:
+        version = _read_json(out / REGISTRY_FILE, f"ganzoo run --family {family}")["version"]
+    name = model_name(params, family)
+    result = promote_version(params, name, version)
+    if result["decision"] == REMEASURE:
+        report = _evaluate_champion(params, result["champion_checkpoint"], family)
+        result = promote_version(params, name, version, champion=measurement_from_report(result["champion"], report))
+    record = {"model": name, "version": str(version), **result}
+    _write_json(out / REGISTRY_FILE, record)
+    return record
+
+
+def _evaluate_champion(params: Params, checkpoint: str | None, family: str) -> dict[str, Any]:
+    from components.data import load_prepared
+    from components.evaluation.evaluate import evaluate_checkpoint
+
+    if not checkpoint:
+        raise GanzooError(f"{family}: the champion has no checkpoint tag to evaluate it under the new protocol")
+    data_version = read_training(params, family)["data_version"]
+    prepared = load_prepared(params.data.prepared_dir)
+    return json.loads(evaluate_checkpoint(checkpoint, prepared, data_version, params.evaluation).to_json())
+
+
+def rollback_stage(params: Params, family: str) -> dict[str, Any]:
+    """Make the previous champion of the family's model the champion again."""
+    from components.registry.promotion import rollback
+
+    return rollback(params, model_name(params, family))

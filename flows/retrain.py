@@ -1,0 +1,101 @@
+"""The retrain flow: version data → train each family on Ray → evaluate → register → promote.
+
+Orchestration only: every task is one call into ``components.pipeline``. Families
+run concurrently (each its own Ray Train job; Ray queues them when the cluster
+is full); a family that fails stops only its own chain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from components import pipeline
+from components.config import Params, load_params
+from components.errors import GanzooError
+
+STAGES = ("train", "evaluate", "register", "promote")
+
+
+@task(name="version-data", retries=2, retry_delay_seconds=[5, 20], cache_policy=NO_CACHE)
+def version_data(params: Params, project_root: Path) -> dict[str, Any]:
+    version = pipeline.version_data(params, project_root)
+    get_run_logger().info("data version %s (%s new files pushed to %s)",
+                          version["md5"], version["pushed"], version["remote"])
+    return version
+
+
+# No Prefect retries: Ray Train's FailureConfig already restarts failed workers from the last checkpoint.
+@task(name="train", cache_policy=NO_CACHE)
+def train(params: Params, family: str, data_version: str) -> dict[str, Any]:
+    record = pipeline.train_stage(params, family, data_version)
+    if record["status"] != "finished":
+        raise GanzooError(f"{family}: training {record['status']}: {record['reason']}")
+    get_run_logger().info("%s: %s steps, checkpoint %s", family, record["step"], record["checkpoint"])
+    return record
+
+
+@task(name="evaluate", retries=1, cache_policy=NO_CACHE)
+def evaluate(params: Params, family: str) -> dict[str, Any]:
+    report = pipeline.evaluate_stage(params, family)
+    get_run_logger().info("%s: FID %.3f, KID %.4f", family, report["metrics"]["fid"], report["metrics"]["kid"])
+    return report
+
+
+@task(name="register", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def register(params: Params, family: str) -> dict[str, Any]:
+    return pipeline.register_stage(params, family)
+
+
+@task(name="promote", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def promote(params: Params, family: str) -> dict[str, Any]:
+    decision = pipeline.promote_stage(params, family)
+    get_run_logger().info("%s: version %s %s: %s", family, decision["version"], decision["decision"],
+                          decision["reason"])
+    return decision
+
+
+@flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
+def retrain(params_path: str = "params.yaml", families: list[str] | None = None,
+            overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Retrain every configured family (or ``families``); returns one summary row per family."""
+    from components.data.versioning import find_project_root
+
+    assignments = list(overrides or []) + ([f"families={list(families)}"] if families else [])
+    params = load_params(params_path, assignments)
+    project_root = find_project_root(Path(params_path).resolve().parent)
+    pipeline.start_cluster(params)
+    data = version_data(params, project_root)
+    chains = {family: _chain(params, family, data["md5"]) for family in params.families}
+    return [_summarise(family, chain) for family, chain in chains.items()]
+
+
+def _chain(params: Params, family: str, data_version: str) -> dict[str, PrefectFuture]:
+    trained = train.submit(params, family, data_version)
+    evaluated = evaluate.submit(params, family, wait_for=[trained])
+    registered = register.submit(params, family, wait_for=[evaluated])
+    promoted = promote.submit(params, family, wait_for=[registered])
+    return dict(zip(STAGES, (trained, evaluated, registered, promoted)))
+
+
+def _summarise(family: str, chain: dict[str, PrefectFuture]) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    for stage, future in chain.items():
+        future.wait()
+        if not future.state.is_completed():
+            return pipeline.summary_row(family, outputs, failed_stage=stage, reason=_failure_message(future))
+        outputs[stage] = future.result()
+    return pipeline.summary_row(family, outputs)
+
+
+def _failure_message(future: PrefectFuture) -> str:
+    error = future.result(raise_on_failure=False)
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        return text.splitlines()[0] if text else type(error).__name__
+    return future.state.message or future.state.name

@@ -1,0 +1,86 @@
+"""A real Prefect flow run of `retrain`: DVC repo with an S3 remote on moto, Ray training, MLflow on SQLite."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.data.versioning import init_project
+
+from .s3_fixtures import moto_endpoint, s3_client, s3_env  # noqa: F401  (fixtures are found by name here)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tiny_params(tmp: Path, endpoint: str) -> dict:
+    return {
+        "data": {"source": "digits", "image_size": 16, "dvc_remote": "s3://ganzoo-dvc/store",
+                 "dvc_remote_endpoint_url": endpoint},
+        "families": ["dcgan", "cgan"],
+        "overrides": {"dcgan": {"g_width": 8, "d_width": 8}},
+        "train": {"steps": 4, "batch_size": 16, "workers": 2, "checkpoint_every": 4, "report_every": 1,
+                  "sample_every": 4},
+        "evaluation": {"num_samples": 300, "batch_size": 150, "extractor_epochs": 1, "kid_subsets": 5,
+                       "kid_subset_size": 100, "fid_bootstrap": 3},
+        "registry": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+    }
+
+
+@pytest.fixture
+def project(tmp_path: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git + DVC project holding ganzoo's dvc.yaml and a tiny params.yaml; Prefect's home in tmp."""
+    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "dvc-home" / name.lower()))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s3_client(s3_env).create_bucket(Bucket="ganzoo-dvc")
+    root = tmp_path / "project"
+    init_project(root)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())  # dvc.yaml reads paths from the full file
+    for section, values in _tiny_params(tmp_path, s3_env).items():
+        params[section] = {**params[section], **values} if isinstance(values, dict) else values
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_retrain_flow_versions_trains_evaluates_registers_and_promotes(ray_cluster, project: Path, s3_env: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from flows.retrain import retrain
+
+    rows = retrain(params_path=str(project / "params.yaml"))
+    assert [(r["family"], r["status"]) for r in rows] == [("dcgan", "finished"), ("cgan", "finished")], rows
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    data_version = lock["stages"]["prepare"]["outs"][0]["md5"]
+    assert data_version.endswith(".dir")
+    pushed = s3_client(s3_env).list_objects_v2(Bucket="ganzoo-dvc", Prefix="store/")["KeyCount"]
+    assert pushed > 0
+
+    mlflow.set_tracking_uri(f"sqlite:///{project.parent / 'mlflow.db'}")
+    client = MlflowClient()
+    for row in rows:
+        model = f"digits-{row['family']}"
+        version = client.get_model_version(model, row["version"])
+        assert version.tags["data_version"] == data_version
+        assert row["decision"] == "promoted"  # the first version of a model has no champion to beat
+        assert str(client.get_model_version_by_alias(model, "champion").version) == row["version"]
+        run = client.get_run(version.run_id)
+        assert run.data.tags["data_version"] == data_version
+        assert run.data.metrics["fid"] == pytest.approx(row["fid"])
+    assert (project / "reports" / "cgan" / "losses.png").stat().st_size > 0
+
+    again = retrain(params_path=str(project / "params.yaml"))
+    assert [r["status"] for r in again] == ["finished", "finished"]
+    assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"] == data_version
+    assert s3_client(s3_env).list_objects_v2(Bucket="ganzoo-dvc", Prefix="store/")["KeyCount"] == pushed
+    for first, second in zip(rows, again):  # same data, params and seed: the same model version, not a new one
+        assert second["version"] == first["version"]
+        assert len(client.search_model_versions(f"name='digits-{first['family']}'")) == 1
