@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ganzoo train --params params.yaml
+	$(BIN)/ganzoo run --params params.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -150,7 +150,10 @@ def run(
 
     # the ephemeral Prefect API starts in a subprocess; slow or busy machines need more than its 20 s default
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    _load(params_file, list(sets or []))  # refuse bad params before Prefect starts
+    from components.data.versioning import find_project_root
+
+    _load(params_file, list(sets or []))  # refuse bad params, and a directory without DVC, before Prefect starts
+    find_project_root(params_file.resolve().parent)
     from flows.retrain import retrain
 
     rows = retrain(params_path=str(params_file), families=list(family or []) or None, overrides=list(sets or []))

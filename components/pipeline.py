@@ -46,11 +46,24 @@ def summary_row(family: str, outputs: dict[str, dict[str, Any]], failed_stage: s
     }
 
 
-def start_cluster(params: Params) -> None:
-    """One Ray connection for the whole flow (local cluster, or ``train.ray_address``)."""
+def start_cluster(params: Params) -> int:
+    """One Ray connection for the whole flow (local cluster, or ``train.ray_address``).
+
+    Returns how many training jobs the cluster holds at once. Jobs beyond that
+    would wait for resources inside Ray Train and fail its worker-group start
+    timeout, so the flow queues them itself.
+    """
+    import ray
+
     from components.training.launcher import ensure_ray
 
     ensure_ray(params.train.ray_address)
+    t = params.train
+    resources = ray.cluster_resources()
+    slots = int(resources.get("CPU", 0) // (t.workers * t.cpus_per_worker))
+    if t.gpus_per_worker > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // (t.workers * t.gpus_per_worker)))
+    return max(1, slots)
 
 
 def family_dir(params: Params, family: str) -> Path:

@@ -1,16 +1,18 @@
 """The retrain flow: version data → train each family on Ray → evaluate → register → promote.
 
 Orchestration only: every task is one call into ``components.pipeline``. Families
-run concurrently (each its own Ray Train job; Ray queues them when the cluster
-is full); a family that fails stops only its own chain.
+run concurrently, each its own Ray Train job, as many at once as the cluster
+holds (the rest queue here); one family's evaluation overlaps the next one's
+training. A family that fails stops only its own chain.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -20,6 +22,7 @@ from components.config import Params, load_params
 from components.errors import GanzooError
 
 STAGES = ("train", "evaluate", "register", "promote")
+_TRAINING_SLOTS: dict[str, threading.Semaphore] = {}  # per flow run: training jobs the cluster holds at once
 
 
 @task(name="version-data", retries=2, retry_delay_seconds=[5, 20], cache_policy=NO_CACHE)
@@ -33,7 +36,8 @@ def version_data(params: Params, project_root: Path) -> dict[str, Any]:
 # No Prefect retries: Ray Train's FailureConfig already restarts failed workers from the last checkpoint.
 @task(name="train", cache_policy=NO_CACHE)
 def train(params: Params, family: str, data_version: str) -> dict[str, Any]:
-    record = pipeline.train_stage(params, family, data_version)
+    with _TRAINING_SLOTS[runtime.flow_run.id]:
+        record = pipeline.train_stage(params, family, data_version)
     if record["status"] != "finished":
         raise GanzooError(f"{family}: training {record['status']}: {record['reason']}")
     get_run_logger().info("%s: %s steps, checkpoint %s", family, record["step"], record["checkpoint"])
@@ -69,10 +73,13 @@ def retrain(params_path: str = "params.yaml", families: list[str] | None = None,
     assignments = list(overrides or []) + ([f"families={list(families)}"] if families else [])
     params = load_params(params_path, assignments)
     project_root = find_project_root(Path(params_path).resolve().parent)
-    pipeline.start_cluster(params)
-    data = version_data(params, project_root)
-    chains = {family: _chain(params, family, data["md5"]) for family in params.families}
-    return [_summarise(family, chain) for family, chain in chains.items()]
+    _TRAINING_SLOTS[runtime.flow_run.id] = threading.Semaphore(pipeline.start_cluster(params))
+    try:
+        data = version_data(params, project_root)
+        chains = {family: _chain(params, family, data["md5"]) for family in params.families}
+        return [_summarise(family, chain) for family, chain in chains.items()]
+    finally:
+        _TRAINING_SLOTS.pop(runtime.flow_run.id, None)
 
 
 def _chain(params: Params, family: str, data_version: str) -> dict[str, PrefectFuture]:

@@ -49,6 +49,12 @@ def quiet_worker_logs() -> None:
     import logging
 
     logging.getLogger("ray.train").setLevel(logging.ERROR)
+    try:  # Ray Train V2 logs each report at INFO through a logger named after its file, not its module
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
 
 
 def run_name_for(params: Params, family: str, data_hash: str) -> str:

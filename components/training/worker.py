@@ -61,7 +61,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics = progress.metrics(done, logs)
             _report_checkpoint(family, optimizers, sampler, state, settings, metrics, progress.history, rank, world)
         elif done % settings.report_every == 0:
-            ray.train.report(progress.metrics(done, logs))
+            progress.metrics(done, logs)  # to the driver's queue and the history only: ray.train.report is a
+            # barrier across workers through the controller, and costs more than the steps between reports
     if state.step >= settings.steps and progress.start == settings.steps:
         ray.train.report(progress.send({"status": "finished", "step": state.step, "start_step": state.step}))
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 import yaml
 
 from components.data.versioning import init_project
@@ -15,6 +19,11 @@ from .s3_fixtures import moto_endpoint, s3_client, s3_env  # noqa: F401  (fixtur
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+GANZOO = str(Path(sys.executable).with_name("ganzoo"))
+
+
+def ganzoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([GANZOO, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def _tiny_params(tmp: Path, endpoint: str) -> dict:
@@ -84,3 +93,30 @@ def test_retrain_flow_versions_trains_evaluates_registers_and_promotes(ray_clust
     for first, second in zip(rows, again):  # same data, params and seed: the same model version, not a new one
         assert second["version"] == first["version"]
         assert len(client.search_model_versions(f"name='digits-{first['family']}'")) == 1
+
+    # the stages alone, from the command line, on what the flow left behind
+    grid = ganzoo("sample", "--model", "models:/digits-cgan@champion", "-n", "20", "--out", "grid.png", cwd=project)
+    assert grid.returncode == 0, grid.stderr
+    assert Image.open(project / "grid.png").size[0] > 16
+    drawn = ganzoo("sample", "--model", "models:/digits-cgan@champion", "-n", "30", "--out", "s.npz", cwd=project)
+    assert drawn.returncode == 0, drawn.stderr
+    with np.load(project / "s.npz") as arrays:
+        assert arrays["images"].shape == (30, 1, 16, 16) and sorted(set(arrays["labels"])) == list(range(10))
+    evaluated = ganzoo("evaluate", "--family", "dcgan", cwd=project)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "FID" in evaluated.stdout and "extractor domain-cnn:" in evaluated.stdout
+    kept = ganzoo("promote", "--family", "dcgan", cwd=project)
+    assert kept.returncode == 0 and "already_champion" in kept.stdout, kept.stdout + kept.stderr
+    refused = ganzoo("promote", "--family", "dcgan", "--rollback", cwd=project)
+    assert refused.returncode == 2 and "no previous champion" in refused.stderr
+
+
+def test_run_outside_a_repository_says_what_to_run(tmp_path: Path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    result = ganzoo("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is not a git/DVC repository: run `git init && dvc init` there, or `ganzoo init`" in result.stderr
+    assert not (tmp_path / ".dvc").exists() and not (tmp_path / ".git").exists()
+    made = ganzoo("init", cwd=tmp_path)
+    assert made.returncode == 0 and "dvc init" in made.stdout, made.stderr
+    assert (tmp_path / ".dvc").is_dir() and (tmp_path / ".git").is_dir()
