@@ -5,15 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from components.families import family_names
 from components.training.checkpoint import load_family, read_checkpoint_meta, read_history
 from components.training.launcher import train_family
 
 pytestmark = pytest.mark.integration
 
-FIRST_FOUR = ["gan", "dcgan", "wgan_gp", "cgan"]
 
-
-@pytest.mark.parametrize("family", FIRST_FOUR)
+@pytest.mark.parametrize("family", family_names())  # every family gets a smoke test the moment it registers
 def test_family_trains_and_checkpoints_on_two_workers(ray_cluster, mnist_prepared, make_params, family):
     params = make_params("train.steps=4", "train.checkpoint_every=2", "train.sample_every=2")
     outcome = train_family(params, family, mnist_prepared, show_progress=False)

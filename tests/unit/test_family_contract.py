@@ -89,3 +89,14 @@ def test_checkpoint_round_trip_gives_identical_outputs(name, tmp_path):
     expected = family.generate(4, conditions)
     torch.manual_seed(7)
     assert torch.equal(restored.generate(4, conditions), expected)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_exported_generator_takes_one_tensor_and_makes_task_shaped_images(name):
+    family = tiny(name)
+    family.nets.eval()
+    exported = family.export_generator()
+    with torch.no_grad():
+        images = exported(exported.example_inputs(4))
+    assert images.shape == (4, SPEC.channels, SPEC.image_size, SPEC.image_size)
+    assert torch.isfinite(images).all()
