@@ -14,6 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Retrain a zo
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", "-p", help="The params file.")
 SetOption = typer.Option(None, "--set", help="Override a params key, e.g. --set train.steps=200 (repeatable).")
+RayAddressOption = typer.Option(None, "--ray-address", help="Join this Ray cluster (auto, ray://head:10001) "
+                                "instead of starting a local one (train.ray_address).")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -58,6 +60,7 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training iterations (train.steps)."),
     run_name: Optional[str] = typer.Option(None, "--run-name", help="Name of the run; the same name resumes it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ray_address: Optional[str] = RayAddressOption,
     params_file: Path = ParamsOption,
     sets: Optional[List[str]] = SetOption,
 ) -> None:
@@ -68,6 +71,7 @@ def train(
     assignments += [f"train.workers={workers}"] if workers is not None else []
     assignments += [f"train.steps={steps}"] if steps is not None else []
     assignments += [f"families={list(family)}"] if family else []
+    assignments += [f"train.ray_address={ray_address}"] if ray_address else []
     params = _load(params_file, assignments)
     pipeline.prepare_data(params)
     data_version = pipeline.current_data_version(params)
@@ -142,11 +146,14 @@ FamiliesOption = typer.Option(None, "--family", "-f", help="Family to run (repea
 @app.command()
 def run(
     family: Optional[List[str]] = FamiliesOption,
+    ray_address: Optional[str] = RayAddressOption,
     params_file: Path = ParamsOption,
     sets: Optional[List[str]] = SetOption,
 ) -> None:
     """Run the retrain flow (Prefect): version data, train, evaluate, register, promote; print a summary."""
     import os
+
+    sets = list(sets or []) + ([f"train.ray_address={ray_address}"] if ray_address else [])
 
     # the ephemeral Prefect API starts in a subprocess; slow or busy machines need more than its 20 s default
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

@@ -92,6 +92,8 @@ class TrainConfig(_Section):
     max_failures: NonNegativeInt = 2
     keep_checkpoints: PositiveInt = 2
     ray_address: OptionalText = None
+    placement: Annotated[str, _checked(lambda v: v in ("pack", "spread", "strict_spread"),
+                                       "one of 'pack', 'spread', 'strict_spread'")] = "pack"
 
 
 class EvaluationConfig(_Section):

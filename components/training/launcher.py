@@ -39,8 +39,9 @@ def ensure_ray(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, logging_config=ray.LoggingConfig(log_level="WARNING"),
-             runtime_env={"worker_process_setup_hook": "components.training.launcher.quiet_worker_logs"})
+    local_only = {} if address else {"include_dashboard": False}  # Ray refuses these when joining a cluster
+    ray.init(address=address, logging_config=ray.LoggingConfig(log_level="WARNING"),
+             runtime_env={"worker_process_setup_hook": "components.training.launcher.quiet_worker_logs"}, **local_only)
 
 
 def quiet_worker_logs() -> None:
@@ -123,7 +124,8 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
             "progress": progress,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                               placement_strategy=t.placement.upper()),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),

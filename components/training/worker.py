@@ -83,10 +83,12 @@ def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int,
 
 def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, state: TrainingState,
                        settings: LoopSettings, metrics: dict, history: list[dict], rank: int, world: int) -> None:
-    ranks = [rng_state(sampler)]
+    mine = (rng_state(sampler), ray.get_runtime_context().get_node_id())
+    gathered = [mine]
     if world > 1:
-        ranks = [None] * world
-        dist.all_gather_object(ranks, rng_state(sampler))
+        gathered = [None] * world
+        dist.all_gather_object(gathered, mine)
+    ranks = [rng for rng, _ in gathered]
     name = f"checkpoint_{state.step:07d}"
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
@@ -95,7 +97,8 @@ def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, 
         state.rng = {"ranks": ranks}
         save_image_grid(_grid(family), Path(tmp) / "samples.png")
         (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
-        save_checkpoint(tmp, family, optimizers, state, extra=settings.meta)
+        save_checkpoint(tmp, family, optimizers, state,
+                        extra={**settings.meta, "worker_nodes": [node for _, node in gathered]})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
 

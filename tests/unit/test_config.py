@@ -34,6 +34,8 @@ def test_the_shipped_params_file_is_valid():
     ({"data": {"image_size": 2}}, "params.yaml: data.image_size: expected null or an integer in 4..1024, got 2"),
     ({"registry": {"noise_sigmas": "x"}}, "params.yaml: registry.noise_sigmas: expected a non-negative number"),
     ({"families": []}, "params.yaml: families: expected a non-empty list of family names"),
+    ({"train": {"placement": "scatter"}}, "params.yaml: train.placement: expected one of 'pack', 'spread', "
+                                          "'strict_spread', got 'scatter'"),
 ])
 def test_wrong_types_and_ranges_name_the_key_path(raw, expected):
     assert _error(raw).startswith(expected)
