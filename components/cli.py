@@ -147,6 +147,8 @@ FamiliesOption = typer.Option(None, "--family", "-f", help="Family to run (repea
 def run(
     family: Optional[List[str]] = FamiliesOption,
     ray_address: Optional[str] = RayAddressOption,
+    force: bool = typer.Option(False, "--force", help="Retrain families whose champion already has this data "
+                               "version and these params."),
     params_file: Path = ParamsOption,
     sets: Optional[List[str]] = SetOption,
 ) -> None:
@@ -163,13 +165,13 @@ def run(
     find_project_root(params_file.resolve().parent)
     from flows.retrain import retrain
 
-    rows = retrain(params_path=str(params_file), families=list(family or []) or None, overrides=list(sets or []))
+    rows = retrain(params_path=str(params_file), families=list(family or []) or None, overrides=sets, force=force)
     _print_summary(rows)
     params = _load(params_file, list(sets or []))
     from components.registry.tracking import tracking_uri
 
     typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(params.registry)}")
-    if any(row["status"] != "finished" for row in rows):
+    if any(row["status"] not in ("finished", "skipped") for row in rows):
         raise typer.Exit(1)
 
 

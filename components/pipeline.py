@@ -34,6 +34,11 @@ def summary_row(family: str, outputs: dict[str, dict[str, Any]], failed_stage: s
     metrics = outputs.get("evaluate", {}).get("metrics", {})
     decision = outputs.get("promote", {})
     status = "finished" if failed_stage is None else ("diverged" if "diverged" in reason else "failed")
+    if "skip" in outputs:
+        skip = outputs["skip"]
+        return {"family": family, "status": "skipped", "failed_stage": None, "reason": skip["reason"], "steps": 0,
+                "fid": skip.get("fid"), "kid": skip.get("kid"), "precision": None, "recall": None,
+                "version": skip["version"], "decision": "skipped"}
     return {
         "family": family,
         "status": status,
@@ -44,6 +49,43 @@ def summary_row(family: str, outputs: dict[str, dict[str, Any]], failed_stage: s
         "version": decision.get("version", ""),
         "decision": decision.get("decision", ""),
     }
+
+
+def unchanged_champion(params: Params, family: str, data_version: str) -> dict[str, Any] | None:
+    """The family's champion if it was trained on this data version with these params, else None.
+
+    Retraining it would reproduce the same model (same data, hyperparameters and
+    seed), so the scheduled retrain skips the family; the skip is recorded as a
+    tag on the champion version.
+    """
+    import time
+
+    from components.registry.promotion import alias_version
+    from components.registry.tracking import client_for, configure
+
+    configure(params.registry)
+    client, name = client_for(params.registry), model_name(params, family)
+    try:
+        version = alias_version(client, name, params.registry.champion_alias)
+    except GanzooError:  # the model is not registered yet
+        return None
+    if version is None:
+        return None
+    tags = client.get_model_version(name, version).tags
+    if tags.get("data_version") != data_version or tags.get("params_hash") != params.params_hash(family):
+        return None
+    reason = f"champion version {version} was trained on data {data_version} with the same params"
+    client.set_model_version_tag(name, version, "ganzoo.last_skipped",
+                                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return {"model": name, "version": version, "decision": "skipped", "reason": reason,
+            "fid": _float_tag(tags, "fid"), "kid": _float_tag(tags, "kid")}
+
+
+def _float_tag(tags: dict[str, str], key: str) -> float | None:
+    try:
+        return float(tags[key])
+    except (KeyError, ValueError):
+        return None
 
 
 def start_cluster(params: Params) -> int:

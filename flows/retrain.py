@@ -51,6 +51,14 @@ def evaluate(params: Params, family: str) -> dict[str, Any]:
     return report
 
 
+@task(name="check-unchanged", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def check_unchanged(params: Params, family: str, data_version: str) -> dict[str, Any] | None:
+    skip = pipeline.unchanged_champion(params, family, data_version)
+    if skip:
+        get_run_logger().info("%s: skipped: %s", family, skip["reason"])
+    return skip
+
+
 @task(name="register", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
 def register(params: Params, family: str) -> dict[str, Any]:
     return pipeline.register_stage(params, family)
@@ -66,8 +74,12 @@ def promote(params: Params, family: str) -> dict[str, Any]:
 
 @flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
 def retrain(params_path: str = "params.yaml", families: list[str] | None = None,
-            overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Retrain every configured family (or ``families``); returns one summary row per family."""
+            overrides: list[str] | None = None, force: bool = False) -> list[dict[str, Any]]:
+    """Retrain every configured family (or ``families``); returns one summary row per family.
+
+    A family whose champion was trained on the same data version with the same
+    params is skipped (it would come out the same) unless ``force``.
+    """
     from components.data.versioning import find_project_root
 
     assignments = list(overrides or []) + ([f"families={list(families)}"] if families else [])
@@ -76,8 +88,11 @@ def retrain(params_path: str = "params.yaml", families: list[str] | None = None,
     _TRAINING_SLOTS[runtime.flow_run.id] = threading.Semaphore(pipeline.start_cluster(params))
     try:
         data = version_data(params, project_root)
-        chains = {family: _chain(params, family, data["md5"]) for family in params.families}
-        return [_summarise(family, chain) for family, chain in chains.items()]
+        skips = {family: None if force else check_unchanged(params, family, data["md5"])
+                 for family in params.families}
+        chains = {family: _chain(params, family, data["md5"]) for family in params.families if not skips[family]}
+        return [pipeline.summary_row(family, {"skip": skips[family]}) if skips[family]
+                else _summarise(family, chains[family]) for family in params.families]
     finally:
         _TRAINING_SLOTS.pop(runtime.flow_run.id, None)
 

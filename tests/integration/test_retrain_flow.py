@@ -86,13 +86,17 @@ def test_retrain_flow_versions_trains_evaluates_registers_and_promotes(ray_clust
         assert run.data.metrics["fid"] == pytest.approx(row["fid"])
     assert (project / "reports" / "cgan" / "losses.png").stat().st_size > 0
 
-    again = retrain(params_path=str(project / "params.yaml"))
-    assert [r["status"] for r in again] == ["finished", "finished"]
+    again = retrain(params_path=str(project / "params.yaml"))  # nothing changed: nothing is trained again
+    assert [(r["status"], r["decision"]) for r in again] == [("skipped", "skipped")] * 2, again
     assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"] == data_version
     assert s3_client(s3_env).list_objects_v2(Bucket="ganzoo-dvc", Prefix="store/")["KeyCount"] == pushed
-    for first, second in zip(rows, again):  # same data, params and seed: the same model version, not a new one
+    for first, second in zip(rows, again):  # the champion stays, no new version, the skip is recorded on it
         assert second["version"] == first["version"]
         assert len(client.search_model_versions(f"name='digits-{first['family']}'")) == 1
+        assert "ganzoo.last_skipped" in client.get_model_version(f"digits-{first['family']}", first["version"]).tags
+
+    forced = retrain(params_path=str(project / "params.yaml"), families=["dcgan"], force=True)
+    assert forced[0]["status"] == "finished" and forced[0]["version"] == rows[0]["version"]  # registered once
 
     # the stages alone, from the command line, on what the flow left behind
     grid = ganzoo("sample", "--model", "models:/digits-cgan@champion", "-n", "20", "--out", "grid.png", cwd=project)
