@@ -69,6 +69,8 @@ class Phase:
     ``uses_data=False`` marks a loss that needs only the batch's size, device
     and labels (a noise-to-image generator step): it reuses the previous batch
     instead of drawing new images, so the discriminator sees the whole epoch.
+    ``after_step``, when given, runs on the networks right after the optimizers
+    step (WGAN's weight clipping).
     """
 
     name: str
@@ -77,6 +79,7 @@ class Phase:
     repeats: int = 1
     every: int = 1
     uses_data: bool = True
+    after_step: Callable[[Networks], None] | None = None
 
     def runs_at(self, step: int) -> bool:
         return step % self.every == 0

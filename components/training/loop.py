@@ -68,6 +68,8 @@ def run_phase(phase: Phase, batch: ImageBatch, nets: dict[str, nn.Module],
         loss.backward()
     for name in phase.modules:
         optimizers[name].step()
+    if phase.after_step is not None:
+        phase.after_step(nets)
     return logs
 
 
