@@ -165,7 +165,11 @@ def run(
     find_project_root(params_file.resolve().parent)
     from flows.retrain import retrain
 
-    rows = retrain(params_path=str(params_file), families=list(family or []) or None, overrides=sets, force=force)
+    state = retrain(params_path=str(params_file), families=list(family or []) or None, overrides=sets, force=force,
+                    return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):  # the flow itself failed (bad data, DVC, ...), not one family
+        raise rows
     _print_summary(rows)
     params = _load(params_file, list(sets or []))
     from components.registry.tracking import tracking_uri
@@ -173,6 +177,39 @@ def run(
     typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(params.registry)}")
     if any(row["status"] not in ("finished", "skipped") for row in rows):
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    cron: str = typer.Option("0 3 * * 0", "--cron", help="When to retrain (cron, in UTC); default weekly."),
+    family: Optional[List[str]] = FamiliesOption,
+    name: str = typer.Option("retrain", "--name", help="Name of the deployment."),
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Serve the retrain flow on a cron schedule from this process (Prefect `flow.serve`; no work pool)."""
+    from components.data.versioning import find_project_root
+
+    _load(params_file, list(sets or []))
+    find_project_root(params_file.resolve().parent)
+    _check_cron(cron)
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.retrain import retrain
+
+    parameters = {"params_path": str(params_file.resolve()), "families": list(family or []) or None,
+                  "overrides": list(sets or [])}
+    retrain.serve(name=name, cron=cron, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH)
+
+
+def _check_cron(cron: str) -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:
+        raise GanzooError(f"--cron {cron!r}: not a valid cron expression (e.g. '0 3 * * 0', Sundays at 03:00)") \
+            from None
 
 
 def _print_summary(rows: list[dict]) -> None:

@@ -12,9 +12,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from components import pipeline
@@ -22,7 +23,17 @@ from components.config import Params, load_params
 from components.errors import GanzooError
 
 STAGES = ("train", "evaluate", "register", "promote")
-_TRAINING_SLOTS: dict[str, threading.Semaphore] = {}  # per flow run: training jobs the cluster holds at once
+_slots_lock = threading.Lock()
+_training_slots: threading.Semaphore | None = None  # training jobs the cluster holds at once, per process
+
+
+def training_slots(count: int) -> threading.Semaphore:
+    """One semaphore per process: concurrent flow runs in one process share the cluster too."""
+    global _training_slots
+    with _slots_lock:
+        if _training_slots is None:
+            _training_slots = threading.Semaphore(count)
+        return _training_slots
 
 
 @task(name="version-data", retries=2, retry_delay_seconds=[5, 20], cache_policy=NO_CACHE)
@@ -35,8 +46,8 @@ def version_data(params: Params, project_root: Path) -> dict[str, Any]:
 
 # No Prefect retries: Ray Train's FailureConfig already restarts failed workers from the last checkpoint.
 @task(name="train", cache_policy=NO_CACHE)
-def train(params: Params, family: str, data_version: str) -> dict[str, Any]:
-    with _TRAINING_SLOTS[runtime.flow_run.id]:
+def train(params: Params, family: str, data_version: str, slots: int) -> dict[str, Any]:
+    with training_slots(slots):
         record = pipeline.train_stage(params, family, data_version)
     if record["status"] != "finished":
         raise GanzooError(f"{family}: training {record['status']}: {record['reason']}")
@@ -74,31 +85,33 @@ def promote(params: Params, family: str) -> dict[str, Any]:
 
 @flow(name="retrain", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=True)
 def retrain(params_path: str = "params.yaml", families: list[str] | None = None,
-            overrides: list[str] | None = None, force: bool = False) -> list[dict[str, Any]]:
+            overrides: list[str] | None = None, force: bool = False) -> list[dict[str, Any]] | Failed:
     """Retrain every configured family (or ``families``); returns one summary row per family.
 
     A family whose champion was trained on the same data version with the same
-    params is skipped (it would come out the same) unless ``force``.
+    params is skipped (it would come out the same) unless ``force``. When a
+    family fails, the flow run ends Failed, with the rows as its data.
     """
     from components.data.versioning import find_project_root
 
     assignments = list(overrides or []) + ([f"families={list(families)}"] if families else [])
     params = load_params(params_path, assignments)
     project_root = find_project_root(Path(params_path).resolve().parent)
-    _TRAINING_SLOTS[runtime.flow_run.id] = threading.Semaphore(pipeline.start_cluster(params))
-    try:
-        data = version_data(params, project_root)
-        skips = {family: None if force else check_unchanged(params, family, data["md5"])
-                 for family in params.families}
-        chains = {family: _chain(params, family, data["md5"]) for family in params.families if not skips[family]}
-        return [pipeline.summary_row(family, {"skip": skips[family]}) if skips[family]
-                else _summarise(family, chains[family]) for family in params.families]
-    finally:
-        _TRAINING_SLOTS.pop(runtime.flow_run.id, None)
+    slots = pipeline.start_cluster(params)
+    data = version_data(params, project_root)
+    skips = {family: None if force else check_unchanged(params, family, data["md5"]) for family in params.families}
+    chains = {family: _chain(params, family, data["md5"], slots) for family in params.families if not skips[family]}
+    rows = [pipeline.summary_row(family, {"skip": skips[family]}) if skips[family]
+            else _summarise(family, chains[family]) for family in params.families]
+    failed = [f"{row['family']} ({row['failed_stage']}: {row['reason']})" for row in rows
+              if row["status"] not in ("finished", "skipped")]
+    if failed:  # the run shows as failed in Prefect, and still carries every row for the summary
+        return Failed(message=f"{len(failed)} of {len(rows)} families failed: {'; '.join(failed)}", data=rows)
+    return rows
 
 
-def _chain(params: Params, family: str, data_version: str) -> dict[str, PrefectFuture]:
-    trained = train.submit(params, family, data_version)
+def _chain(params: Params, family: str, data_version: str, slots: int) -> dict[str, PrefectFuture]:
+    trained = train.submit(params, family, data_version, slots)
     evaluated = evaluate.submit(params, family, wait_for=[trained])
     registered = register.submit(params, family, wait_for=[evaluated])
     promoted = promote.submit(params, family, wait_for=[registered])
