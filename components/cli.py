@@ -212,6 +212,68 @@ def _check_cron(cron: str) -> None:
             from None
 
 
+AddressOption = typer.Option(..., "--address", help="The Ray Jobs API of the cluster, e.g. http://head:8265.")
+
+
+@app.command()
+def submit(
+    address: str = AddressOption,
+    family: Optional[List[str]] = FamiliesOption,
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's logs until it ends."),
+    install: bool = typer.Option(False, "--install", help="Install pyproject's pinned requirements into the job's "
+                                 "environment (needs a package index on the cluster)."),
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Submit the retrain flow as a Ray Job on a cluster; prints the job id (and its logs with --follow)."""
+    from components import jobs
+    from components.data.versioning import find_project_root
+
+    _load(params_file, list(sets or []))
+    root = find_project_root(params_file.resolve().parent)
+    job_id = jobs.submit_retrain(address, root, params_file, list(family or []), list(sets or []), install)
+    typer.echo(f"submitted Ray job {job_id}")
+    if not follow:
+        return
+    status = jobs.follow_logs(address, job_id, lambda text: typer.echo(text, nl=False))
+    typer.echo(f"Ray job {job_id}: {status}")
+    if status != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Ray Jobs started by `ganzoo submit`.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: str, address: str = AddressOption) -> None:
+    """Print the job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from components import jobs
+
+    typer.echo(jobs.job_status(address, job_id))
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, address: str = AddressOption,
+              follow: bool = typer.Option(False, "--follow", help="Stream until the job ends.")) -> None:
+    """Print the job's logs."""
+    from components import jobs
+
+    if follow:
+        jobs.follow_logs(address, job_id, lambda text: typer.echo(text, nl=False))
+    else:
+        typer.echo(jobs.job_logs(address, job_id), nl=False)
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: str, address: str = AddressOption) -> None:
+    """Stop the job."""
+    from components import jobs
+
+    stopped = jobs.stop_job(address, job_id)
+    typer.echo(f"Ray job {job_id}: {'stop requested' if stopped else 'already ended'}")
+
+
 def _print_summary(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -274,7 +336,9 @@ def promote(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, click returns typer.Exit's code
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except GanzooError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -39,6 +39,7 @@ def ensure_ray(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job: join its cluster
     local_only = {} if address else {"include_dashboard": False}  # Ray refuses these when joining a cluster
     ray.init(address=address, logging_config=ray.LoggingConfig(log_level="WARNING"),
              runtime_env={"worker_process_setup_hook": "components.training.launcher.quiet_worker_logs"}, **local_only)
