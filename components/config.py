@@ -112,6 +112,8 @@ class EvaluationConfig(_Section):
 
 class RegistryConfig(_Section):
     tracking_uri: OptionalText = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    artifact_location: OptionalText = None  # e.g. s3://bucket/mlflow for new experiments; null: beside the db
+    artifacts_endpoint_url: OptionalText = None  # S3-compatible store of the artifacts (MLFLOW_S3_ENDPOINT_URL)
     experiment: Text = "ganzoo"
     challenger_alias: Text = "challenger"
     champion_alias: Text = "champion"

@@ -170,6 +170,8 @@ def train_stage(params: Params, family: str, data_version: str, show_progress: b
 
     prepared = load_prepared(params.data.prepared_dir)
     outcome = train_family(params, family, prepared, run_name=run_name, show_progress=show_progress)
+    if outcome.checkpoint and params.train.storage_path.startswith("s3://"):
+        outcome.checkpoint = f"s3://{outcome.checkpoint.removeprefix('s3://')}"  # pyarrow paths lack the scheme
     record = {
         **dataclasses.asdict(outcome),
         "data_version": data_version,
@@ -179,6 +181,32 @@ def train_stage(params: Params, family: str, data_version: str, show_progress: b
     }
     _write_json(family_dir(params, family) / TRAINING_FILE, record)
     return record
+
+
+def fetch_checkpoint(params: Params, checkpoint: str) -> str:
+    """A local directory holding ``checkpoint``: itself, or a cached copy of an s3:// checkpoint."""
+    if not checkpoint.startswith("s3://"):
+        return checkpoint
+    from pyarrow import fs as pafs
+
+    from components.training.checkpoint import COMPLETE_FILE
+    from components.training.launcher import storage_for
+
+    run, name = checkpoint.rstrip("/").rsplit("/", 2)[-2:]
+    local = Path(params.evaluation.cache_dir) / "checkpoints" / run / name
+    if (local / COMPLETE_FILE).is_file():  # checkpoints never change once complete
+        return str(local)
+    _, filesystem = storage_for(checkpoint, params.train.storage_endpoint_url)
+    source = checkpoint.removeprefix("s3://") if filesystem else checkpoint
+    tmp = local.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)  # copy_files makes only the subfolders it meets, not the destination itself
+    pafs.copy_files(source, str(tmp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+    if not (tmp / COMPLETE_FILE).is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GanzooError(f"{checkpoint}: not a complete ganzoo checkpoint")
+    os.replace(tmp, local)
+    return str(local)
 
 
 def read_training(params: Params, family: str) -> dict[str, Any]:
@@ -197,13 +225,14 @@ def evaluate_stage(params: Params, family: str) -> dict[str, Any]:
     from components.training.checkpoint import read_history
 
     training = read_training(params, family)
+    checkpoint = fetch_checkpoint(params, training["checkpoint"])
     prepared = load_prepared(params.data.prepared_dir)
-    report = evaluate_checkpoint(training["checkpoint"], prepared, training["data_version"], params.evaluation)
+    report = evaluate_checkpoint(checkpoint, prepared, training["data_version"], params.evaluation)
     out = family_dir(params, family)
-    grid = Path(training["checkpoint"]) / "samples.png"
+    grid = Path(checkpoint) / "samples.png"
     if grid.is_file():
         shutil.copyfile(grid, out / SAMPLES_FILE)
-    history = read_history(training["checkpoint"])
+    history = read_history(checkpoint)
     if history:
         write_loss_curves(history, out / LOSSES_FILE)
     report.write(out / METRICS_FILE)
@@ -230,6 +259,8 @@ def register_stage(params: Params, family: str) -> dict[str, Any]:
     training = read_training(params, family)
     evaluation = read_evaluation(params, family)
     out = family_dir(params, family)
+    training = {**training, "checkpoint_uri": training["checkpoint"],
+                "checkpoint": fetch_checkpoint(params, training["checkpoint"])}
     run = log_family_run(params, family, training, evaluation, artifacts=[out / SAMPLES_FILE, out / LOSSES_FILE,
                                                                           out / METRICS_FILE])
     version = register_version(params, family, training, evaluation, run)
@@ -268,7 +299,8 @@ def _evaluate_champion(params: Params, checkpoint: str | None, family: str) -> d
         raise GanzooError(f"{family}: the champion has no checkpoint tag to evaluate it under the new protocol")
     data_version = read_training(params, family)["data_version"]
     prepared = load_prepared(params.data.prepared_dir)
-    return json.loads(evaluate_checkpoint(checkpoint, prepared, data_version, params.evaluation).to_json())
+    local = fetch_checkpoint(params, checkpoint)
+    return json.loads(evaluate_checkpoint(local, prepared, data_version, params.evaluation).to_json())
 
 
 def rollback_stage(params: Params, family: str) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def run_tags(params: Params, family: str, training: dict[str, Any], evaluation: 
         "seed": str(seed),
         "git_commit": git_commit(),
         "extractor": str(evaluation.get("extractor", protocol.get("extractor", "unknown"))),
-        "checkpoint": str(_required(training, "checkpoint", family)),
+        "checkpoint": str(training.get("checkpoint_uri") or _required(training, "checkpoint", family)),
         "training_run": str(training.get("run_name", "")),
         "training_step": str(training.get("step", "")),
         **{f"protocol.{name}": str(value) for name, value in protocol.items()},
@@ -192,12 +192,13 @@ def log_family_run(params: Params, family: str, training: dict[str, Any], evalua
     found = _finished_run(client, experiment_id, tags[KEY_TAG])
     if found is not None:
         return found
-    family_obj, _ = load_family(tags["checkpoint"])
+    local = str(_required(training, "checkpoint", family))  # a local copy when the run is stored on S3
+    family_obj, _ = load_family(local)
     generator = family_obj.export_generator().eval()
     now = int(time.time() * 1000)
     with mlflow.start_run(experiment_id=experiment_id, run_name=tags["training_run"] or family, tags=tags) as run:
         run_id = run.info.run_id
-        metrics = loss_metrics(read_history(tags["checkpoint"]), now)
+        metrics = loss_metrics(read_history(local), now)
         metrics += evaluation_metrics(evaluation, int(training.get("step", 0)), now)
         _log_in_batches(client, run_id, metrics, flat_params(params, family))
         client.log_dict(run_id, evaluation, "evaluation/report.json")

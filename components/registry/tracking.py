@@ -149,6 +149,8 @@ def configure(cfg: RegistryConfig) -> str:
     not in whatever directory the process happened to start in.
     """
     uri = tracking_uri(cfg)
+    if cfg.artifacts_endpoint_url:  # MLflow's S3 artifact client reads its endpoint from this variable only
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = cfg.artifacts_endpoint_url
     with _configure_lock:
         import mlflow
 
@@ -156,13 +158,13 @@ def configure(cfg: RegistryConfig) -> str:
         mlflow.set_registry_uri(uri)
         key = (canonical_uri(uri), cfg.experiment)
         if key not in _configured:
-            _configured[key] = _ensure_experiment(uri, cfg.experiment)
+            _configured[key] = _ensure_experiment(uri, cfg.experiment, cfg.artifact_location)
         mlflow.set_experiment(experiment_id=_configured[key])
         return _configured[key]
 
 
 @with_store_retries
-def _ensure_experiment(uri: str, name: str) -> str:
+def _ensure_experiment(uri: str, name: str, artifact_root: str | None = None) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -174,7 +176,8 @@ def _ensure_experiment(uri: str, name: str) -> str:
                               f"registry.experiment to another name")
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+        location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else _artifact_location(uri, name)
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

@@ -7,9 +7,12 @@ import pytest
 from components.config import load_params
 from components.data import load_prepared, prepare_dataset
 
+from .s3_fixtures import aws_session_env  # noqa: F401  (a fixture, found by name)
+
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(aws_session_env):
+    """Started inside the fake AWS environment, so its workers can write checkpoints to moto."""
     import ray
 
     from components.training.launcher import ensure_ray

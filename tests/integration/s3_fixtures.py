@@ -41,9 +41,8 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Fake credentials, no config files, no proxies, no metadata service; yields the endpoint."""
+def isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fake credentials, no config files, no proxies, no metadata service."""
     for name in _LEAKY_ENV:
         monkeypatch.delenv(name, raising=False)
     nowhere = str(tmp_path_factory.mktemp("aws") / "absent")
@@ -55,6 +54,21 @@ def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory
     monkeypatch.setenv("AWS_DEFAULT_REGION", FAKE_CREDENTIALS["region_name"])
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(scope="session")
+def aws_session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The isolated AWS environment for the whole session: processes started once per session (the
+    shared Ray cluster's raylets and workers) keep the environment they started with."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate_aws_environment(monkeypatch, tmp_path_factory)
+        yield
+
+
+@pytest.fixture
+def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The isolated AWS environment; yields the moto server's endpoint."""
+    isolate_aws_environment(monkeypatch, tmp_path_factory)
     return moto_endpoint
 
 

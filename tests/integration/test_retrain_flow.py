@@ -1,4 +1,5 @@
-"""A real Prefect flow run of `retrain`: DVC repo with an S3 remote on moto, Ray training, MLflow on SQLite."""
+"""A real Prefect flow run of `retrain` with every store on S3 (a moto server on 127.0.0.1): the DVC remote,
+Ray Train's checkpoints and MLflow's artifacts; Ray training on 2 workers, MLflow's registry on SQLite."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ def _tiny_params(tmp: Path, endpoint: str) -> dict:
         "families": ["dcgan", "cgan"],
         "overrides": {"dcgan": {"g_width": 8, "d_width": 8}},
         "train": {"steps": 4, "batch_size": 16, "workers": 2, "checkpoint_every": 4, "report_every": 1,
-                  "sample_every": 4},
+                  "sample_every": 4, "storage_path": "s3://ganzoo-runs/runs", "storage_endpoint_url": endpoint},
         "evaluation": {"num_samples": 300, "batch_size": 150, "extractor_epochs": 1, "kid_subsets": 5,
                        "kid_subset_size": 100, "fid_bootstrap": 3},
-        "registry": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+        "registry": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "artifact_location": "s3://ganzoo-mlflow/art",
+                     "artifacts_endpoint_url": endpoint},
     }
 
 
@@ -48,7 +50,8 @@ def project(tmp_path: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> Pat
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    s3_client(s3_env).create_bucket(Bucket="ganzoo-dvc")
+    for bucket in ("ganzoo-dvc", "ganzoo-runs", "ganzoo-mlflow"):
+        s3_client(s3_env).create_bucket(Bucket=bucket)
     root = tmp_path / "project"
     init_project(root)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -85,6 +88,12 @@ def test_retrain_flow_versions_trains_evaluates_registers_and_promotes(ray_clust
         assert run.data.tags["data_version"] == data_version
         assert run.data.metrics["fid"] == pytest.approx(row["fid"])
     assert (project / "reports" / "cgan" / "losses.png").stat().st_size > 0
+    s3 = s3_client(s3_env)
+    checkpoints = [o["Key"] for o in s3.list_objects_v2(Bucket="ganzoo-runs")["Contents"]]
+    assert any(k.endswith("checkpoint_0000004/COMPLETE") for k in checkpoints)
+    assert rows[0]["family"] == "dcgan" and version.tags["checkpoint"].startswith("s3://ganzoo-runs/runs/")
+    artifacts = [o["Key"] for o in s3.list_objects_v2(Bucket="ganzoo-mlflow")["Contents"]]
+    assert any(k.endswith("MLmodel") for k in artifacts) and any(k.endswith("losses.png") for k in artifacts)
 
     again = retrain(params_path=str(project / "params.yaml"))  # nothing changed: nothing is trained again
     assert [(r["status"], r["decision"]) for r in again] == [("skipped", "skipped")] * 2, again
