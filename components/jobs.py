@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ from components.errors import GanzooError
 UPLOAD_EXCLUDES = [".venv/", "runs/", "data/", "reports/", "mlartifacts/", "mlruns/", ".ganzoo-cache/", ".dvc-remote/",
                    ".dvc/cache/", ".dvc/tmp/", "*.db", "__pycache__/", ".pytest_cache/", "*.egg-info/"]
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60  # how long a submission waits for a freshly started head's job agent
 
 
 def _client(address: str):
@@ -55,8 +57,17 @@ def submit_retrain(address: str, project_root: Path, params_file: Path, families
     if install:
         runtime_env["pip"] = pinned_requirements(project_root)
     entrypoint = retrain_entrypoint(str(params_file.resolve().relative_to(project_root)), families, sets)
-    return _client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                       metadata={"submitted_by": "ganzoo submit"})
+    client = _client(address)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                     metadata={"submitted_by": "ganzoo submit"})
+        except RuntimeError as exc:
+            # A head that has just started answers before its job agent has registered
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def job_status(address: str, job_id: str) -> str:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def _jobs_api_up(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
             return response.status == 200
+    except urllib.error.HTTPError as exc:  # 401: up, and asking for the cluster's token
+        return exc.code == 401
     except OSError:
         return False
 
@@ -45,6 +48,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")  # the job's driver runs `ganzoo`
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Ray's default for a new local cluster, and what an earlier ray.init() in this session leaves set:
+    # the Jobs API then wants the token from ~/.ray/auth_token, which `ganzoo submit` must send.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
     root = tmp_path / "project"
     init_project(root)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -68,8 +75,10 @@ def test_submitted_retrain_job_succeeds_and_registers_a_model(project: Path, tmp
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    # The agent's port too: the session's shared cluster already holds Ray's default one (52365)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port})
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+        "dashboard_agent_listen_port": _free_port()})
     try:
         deadline = time.monotonic() + 120
         while not _jobs_api_up(url):
@@ -85,7 +94,8 @@ def test_submitted_retrain_job_succeeds_and_registers_a_model(project: Path, tmp
         assert status.stdout.strip() == "SUCCEEDED", status.stdout + status.stderr
     finally:
         cluster.shutdown()
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier test set globally
     (version,) = client.search_model_versions("name='digits-dcgan'")
     assert version.tags["data_version"].endswith(".dir")
 
