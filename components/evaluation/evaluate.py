@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from components.config import EvaluationConfig
 from components.data.images import save_image_grid, to_unit_range
 from components.data.prepared import PreparedDataset
 from components.errors import DataError, GanzooError
 from components.evaluation import metrics
-from components.evaluation.extractors import FeatureExtractor, build_extractor
-from components.families import TaskKind, get_family
-from components.training.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir
-from components.training.sampling import sample_from_checkpoint
+from components.evaluation.extractors import FeatureExtractor, build_extractor, held_out_split
+from components.families import RealSplit, TaskKind, get_family
+from components.training.checkpoint import load_family, read_checkpoint_meta, resolve_checkpoint_dir
+from components.training.sampling import sample_from_family
 
 _NOT_PLOTTED = {"step", "images_per_s"}
 _REAL_CACHE_SIZE = 4
@@ -193,12 +194,37 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, prepared: PreparedDataset, d
     """Generate cfg.num_samples images from a checkpoint (a run directory means its newest) and score them."""
     directory = resolve_checkpoint_dir(checkpoint_dir)
     task = get_family(read_checkpoint_meta(directory)["family"]).task
-    if task not in (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL):
+    # a text-conditional family's conditions are class labels its captions name (gan_t2i.sample_conditions)
+    if task not in (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL, TaskKind.TEXT_CONDITIONAL):
         raise GanzooError(f"{directory}: evaluation of {task.value} families is not implemented; "
-                          "expected an unconditional or class-conditional family")
+                          "expected an unconditional, class-conditional or text-conditional family")
     extractor = build_extractor(cfg, prepared, data_version)
-    images, labels = sample_from_checkpoint(directory, cfg.num_samples, cfg.seed, cfg.batch_size)
-    return evaluate_images(images, labels, prepared, extractor, cfg, data_version)
+    family, _ = load_family(directory)
+    images, labels = sample_from_family(family, cfg.num_samples, cfg.seed, cfg.batch_size)
+    report = evaluate_images(images, labels, prepared, extractor, cfg, data_version)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        report.metrics.update(family.task_metrics(real_split(prepared, extractor, cfg)))
+    return report
+
+
+def real_split(prepared: PreparedDataset, extractor: FeatureExtractor, cfg: EvaluationConfig,
+               max_train: int = 10_000, max_test: int = 2_000) -> RealSplit:
+    """The extractor's own 90/10 split (its held-out images are unseen by it too), capped for large datasets."""
+    train, test = held_out_split(len(prepared.images), cfg.seed)
+    train, test = train[:max_train], test[:max_test]
+
+    def images(index: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(to_unit_range(prepared.images[np.sort(index)]))
+
+    def labels(index: np.ndarray) -> torch.Tensor | None:
+        return None if prepared.labels is None else torch.from_numpy(prepared.labels[np.sort(index)].astype(np.int64))
+
+    def classify(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(extractor.extract(batch.numpy(), cfg.batch_size)[1])
+
+    return RealSplit(images(train), labels(train), images(test), labels(test),
+                     classify if extractor.predicts_data_classes else None)
 
 
 # Pictures

@@ -150,7 +150,7 @@ class DomainExtractor(FeatureExtractor):
         return self.network(images)
 
 
-def _split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def held_out_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A deterministic 90/10 (train, held-out) split of ``count`` indices."""
     order = np.random.default_rng(seed).permutation(count)
     held_out = max(1, count // 10)
@@ -171,7 +171,7 @@ def train_domain_extractor(prepared: PreparedDataset, epochs: int, seed: int,
                            data_version: str = "", batch_size: int = 64) -> DomainExtractor:
     """Train a DomainClassifier on 90% of the prepared images; its accuracy is on the other 10%."""
     _require_labels(prepared)
-    train_index, held_out = _split(len(prepared.images), seed)
+    train_index, held_out = held_out_split(len(prepared.images), seed)
     with torch.random.fork_rng(devices=[]), _all_cores():
         torch.manual_seed(seed)
         network = DomainClassifier(prepared.channels, prepared.num_classes)

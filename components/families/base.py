@@ -53,6 +53,21 @@ class ImageBatch:
         return self.images.size(0)
 
 
+@dataclass(frozen=True)
+class RealSplit:
+    """Real data for a family's own metrics: the evaluator's 90/10 split of the prepared images (in [-1, 1]).
+
+    ``classify`` maps images to the evaluator's class probabilities (N x K); it is
+    None when the extractor does not predict the dataset's classes.
+    """
+
+    train_images: Tensor
+    train_labels: Tensor | None
+    test_images: Tensor
+    test_labels: Tensor | None
+    classify: Callable[[Tensor], Tensor] | None = None
+
+
 Networks = Mapping[str, nn.Module]
 LossResult = tuple[Tensor, dict[str, float]]
 LossFn = Callable[[Any, Networks], LossResult]
@@ -122,6 +137,10 @@ class Family(ABC):
     @abstractmethod
     def generate(self, n: int, condition: Any = None) -> Tensor:
         """n images in [-1, 1] for evaluation, given conditions where the task has them."""
+
+    def task_metrics(self, real: RealSplit) -> dict[str, float]:
+        """Metrics only this family's method has (a probe of its encoder, its classifier's accuracy); none here."""
+        return {}
 
     def sample_conditions(self, n: int) -> Any:
         """Conditions for ``generate`` that cover the task evenly (balanced classes here)."""

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from components import losses
 from components.families import register
-from components.families.base import Family, ImageBatch, LossResult, Networks, Phase, TaskKind
+from components.families.base import Family, ImageBatch, LossResult, Networks, Phase, RealSplit, TaskKind
 from components.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 
 
@@ -125,3 +125,18 @@ class BiGAN(Family):
     @torch.no_grad()
     def generate(self, n: int, condition: None = None) -> Tensor:
         return self.nets["G"](self.prior(n))
+
+    @torch.no_grad()
+    def task_metrics(self, real: RealSplit) -> dict[str, float]:
+        """How well E inverts G on held-out images, and how linearly separable the classes are in E(x):
+        the paper's case for BiGAN features (a logistic regression fit on the training split)."""
+        from sklearn.linear_model import LogisticRegression
+
+        self.nets.eval()
+        encoded_test = self.nets["E"](real.test_images)
+        scores = {"reconstruction_mse": F.mse_loss(self.nets["G"](encoded_test), real.test_images).item()}
+        if real.train_labels is not None and real.test_labels is not None:
+            probe = LogisticRegression(max_iter=1000).fit(self.nets["E"](real.train_images).numpy(),
+                                                          real.train_labels.numpy())
+            scores["linear_probe_accuracy"] = float(probe.score(encoded_test.numpy(), real.test_labels.numpy()))
+        return scores

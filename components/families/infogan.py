@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from components import losses
 from components.families import register
-from components.families.base import ExportedGenerator, Family, ImageBatch, LossResult, Networks, Phase, TaskKind
+from components.families.base import (ExportedGenerator, Family, ImageBatch, LossResult, Networks, Phase, RealSplit,
+                                      TaskKind)
 from components.nets.dcgan import dcgan_init, spatial_plan
 
 
@@ -218,6 +219,19 @@ class InfoGAN(Family):
         categorical, continuous = self.codes_from_condition(n, condition)
         z = self.latent(n, self.config.z_dim)
         return self.nets["G"](self.generator_input(z, categorical, continuous))
+
+    @torch.no_grad()
+    def task_metrics(self, real: RealSplit, samples_per_code: int = 100) -> dict[str, float]:
+        """NMI between the categorical code and the evaluator's predicted class: near 1 when the code
+        has come to mean the digit, as the paper reports for MNIST (0 before training)."""
+        from sklearn.metrics import normalized_mutual_info_score
+
+        if real.classify is None:
+            return {}
+        codes = torch.arange(self.config.categories).repeat_interleave(samples_per_code)
+        self.nets.eval()
+        predicted = real.classify(self.generate(len(codes), {"categorical": codes}).clamp(-1, 1)).argmax(1)
+        return {"code_class_nmi": float(normalized_mutual_info_score(codes.numpy(), predicted.numpy()))}
 
     def export_generator(self) -> InfoGANExportedGenerator:
         cfg = self.config

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from components.errors import GanzooError
+from components.families import Family
 from components.training.checkpoint import load_family
 
 
@@ -19,6 +20,12 @@ def sample_from_checkpoint(checkpoint: str | Path, n: int, seed: int = 0,
     if n <= 0:
         raise GanzooError(f"-n: expected a positive number of samples, got {n}")
     family, _ = load_family(checkpoint)
+    return sample_from_family(family, n, seed, batch_size)
+
+
+def sample_from_family(family: Family, n: int, seed: int = 0,
+                       batch_size: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
+    """As ``sample_from_checkpoint``, from a family already loaded."""
     family.nets.eval()
     conditions = family.sample_conditions(n)
     chunks = []
