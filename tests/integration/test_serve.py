@@ -1,4 +1,5 @@
-"""`ganzoo serve`: the retrain deployment served on a schedule, triggered through a real Prefect server.
+"""`ganzoo serve`: the retrain deployment served on a schedule, triggered through a real Prefect server,
+registering into a real MLflow tracking server (both on 127.0.0.1), as a team's stack would.
 
 The first triggered run trains and registers; the second, with unchanged data and
 params, skips training and records the skip on the champion.
@@ -50,8 +51,27 @@ def _healthy(api: str) -> bool:
 
 
 @pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite behind it, artifacts served by it): the team setup."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "w"))
+    try:
+        _wait_for(lambda: _healthy(uri), 180, "the MLflow server")
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.fixture
 def prefect_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A Prefect server on 127.0.0.1 with its home in tmp; this process's client points at it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
@@ -62,14 +82,17 @@ def prefect_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         _wait_for(lambda: _healthy(api), 180, "the Prefect server")
         monkeypatch.setenv("PREFECT_API_URL", api)
         monkeypatch.setenv("PREFECT_HOME", env["PREFECT_HOME"])
-        yield env
+        # Prefect reads its settings once per process: a flow run earlier in this session fixed them,
+        # so the environment alone would leave this process's client on that run's ephemeral API.
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_HOME: env["PREFECT_HOME"]}):
+            yield env
     finally:
         server.terminate()
         server.wait(timeout=60)
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str) -> Path:
     for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "dvc-home" / name.lower()))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -83,7 +106,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     params["train"].update({"steps": 4, "batch_size": 16, "checkpoint_every": 4, "sample_every": 4})
     params["evaluation"].update({"num_samples": 300, "batch_size": 150, "extractor_epochs": 1, "kid_subsets": 5,
                                  "kid_subset_size": 100, "fid_bootstrap": 3})
-    params["registry"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params["registry"]["tracking_uri"] = mlflow_server
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -109,9 +132,11 @@ def test_served_deployment_runs_then_skips_unchanged_families(prefect_api, proje
         _wait_for(lambda: _deployment_exists("retrain/retrain"), 180, "the served deployment")
         first = run_deployment("retrain/retrain", timeout=900)
         assert first.state.is_completed(), (first.state, (tmp_path / "serve.log").read_text()[-3000:])
-        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        uri = yaml.safe_load((project / "params.yaml").read_text())["registry"]["tracking_uri"]
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier test set globally
         (version,) = client.search_model_versions("name='digits-dcgan'")
         assert "ganzoo.last_skipped" not in version.tags
+        assert list((tmp_path / "server-artifacts").rglob("MLmodel"))  # the generator went through the server
 
         second = run_deployment("retrain/retrain", timeout=900)
         assert second.state.is_completed(), second.state
