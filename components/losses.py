@@ -224,3 +224,56 @@ def pulling_away_term(codes: Tensor) -> Tensor:
     cosine = unit @ unit.t()
     off_diagonal = cosine.pow(2).sum() - cosine.diagonal().pow(2).sum()
     return off_diagonal / (n * (n - 1))
+
+
+# --- GAN-CLS and GAN-INT (Reed et al. 2016): a matching-aware D and interpolated text ------------
+
+
+def matching_aware_discriminator_loss(real_logits: Tensor, mismatched_logits: Tensor,
+                                      fake_logits: Tensor) -> Tensor:
+    """-(log D(x, h) + (log(1 - D(x, h_wrong)) + log(1 - D(G(z, h), h))) / 2) (GAN-CLS, Algorithm 1).
+
+    A real image with a caption of another image is a third kind of input that
+    D must reject, so D learns whether image and text match, not only whether
+    the image is real; the two negatives share the weight of the one positive.
+    """
+    return F.softplus(-real_logits).mean() + 0.5 * (F.softplus(mismatched_logits).mean()
+                                                     + F.softplus(fake_logits).mean())
+
+
+def interpolate_text_embeddings(first: Tensor, second: Tensor, beta: float) -> Tensor:
+    """beta * h1 + (1 - beta) * h2: GAN-INT's points between two captions' embeddings."""
+    return beta * first + (1 - beta) * second
+
+
+def gan_int_generator_loss(fake_logits: Tensor, interpolated_logits: Tensor,
+                           interpolation_weight: float = 1.0) -> Tensor:
+    """-E[log D(G(z, h), h)] - weight * E[log D(G(z, h_int), h_int)], non-saturating (GAN-INT).
+
+    The interpolated embeddings have no real image, so only G is trained on
+    them: D's judgement pulls G's images for points between captions onto the
+    data manifold.
+    """
+    return F.softplus(-fake_logits).mean() + interpolation_weight * F.softplus(-interpolated_logits).mean()
+
+
+# --- PGGAN (Karras et al. 2018) and StyleGAN (Karras et al. 2019) -------------------------------
+
+
+def drift_penalty(real_scores: Tensor) -> Tensor:
+    """E[D(x)^2] on real data: PGGAN's fourth critic term, weighted by epsilon = 0.001.
+
+    The Wasserstein loss only sees score differences, so without it the
+    critic's outputs can drift far from zero together.
+    """
+    return real_scores.pow(2).mean()
+
+
+def r1_penalty(real_scores: Tensor, real_images: Tensor) -> Tensor:
+    """E[||grad_x D(x)||^2] on real data (R1, Mescheder et al. 2018); the loss adds gamma / 2 times it.
+
+    ``real_images`` must require grad and ``real_scores`` be D's output on them,
+    so D is not run twice; ``create_graph`` keeps the penalty trainable.
+    """
+    (grads,) = torch.autograd.grad(real_scores.sum(), real_images, create_graph=True)
+    return grads.pow(2).flatten(1).sum(1).mean()

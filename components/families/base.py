@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from components.errors import ConfigError
@@ -98,6 +99,20 @@ class Phase:
 
     def runs_at(self, step: int) -> bool:
         return step % self.every == 0
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (its buffers live there)."""
+    return getattr(module, "module", module)
+
+
+def rank_mean(values: Tensor) -> Tensor:
+    """The mean of ``values`` over data-parallel ranks (itself when not distributed)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
 
 
 class Family(ABC):

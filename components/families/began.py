@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from components import losses
 from components.families import register
-from components.families.base import ExportedGenerator, Family, ImageBatch, LossResult, Networks, Phase, TaskKind
+from components.families.base import (ExportedGenerator, Family, ImageBatch, LossResult, Networks, Phase, TaskKind,
+                                      rank_mean, unwrap)
 from components.nets.began import AutoEncoderDiscriminator, BEGANDecoder
 
 
@@ -42,20 +42,6 @@ class EquilibriumDiscriminator(AutoEncoderDiscriminator):
     def __init__(self, channels: int, image_size: int, width: int, h_dim: int, k_init: float):
         super().__init__(channels, image_size, width, h_dim)
         self.register_buffer("k_t", torch.tensor(float(k_init)))
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (its buffers live there)."""
-    return getattr(module, "module", module)
-
-
-def rank_mean(values: Tensor) -> Tensor:
-    """The mean of ``values`` over data-parallel ranks (itself when not distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return values
 
 
 class UniformLatentExport(ExportedGenerator):
