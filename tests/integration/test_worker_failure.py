@@ -16,10 +16,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _train_worker_pids() -> list[int]:
+    """Ray Train workers of this test session's cluster (its raylet is our child), not of any other on the host."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
-            found.append(proc.info["pid"])
+            try:
+                if any(parent.pid == os.getpid() for parent in proc.parents()):
+                    found.append(proc.info["pid"])
+            except psutil.NoSuchProcess:
+                pass
     return found
 
 
