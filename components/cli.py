@@ -96,39 +96,121 @@ def sample(
                                               help="A checkpoint directory or a run directory."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="A registered model, e.g. models:/mnist5k-dcgan@champion."),
-    n: int = typer.Option(5000, "-n", help="Number of images."),
+    family: Optional[str] = typer.Option(None, "--family", "-f", help="The family's last trained checkpoint "
+                                         "(<reports_dir>/FAMILY/training.json, written by `ganzoo train`)."),
+    n: Optional[int] = typer.Option(None, "-n", help="Number of images (default 5000; 64 with --text), "
+                                    "or of walks with --interpolate (default 8)."),
     out: Path = typer.Option(Path("samples.npz"), "--out", "-o",
                              help="Output: .npz (images, and labels if conditional) or .png (a grid)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latents."),
+    text: Optional[str] = typer.Option(None, "--text", "-t", help="A caption for a text-conditional family, "
+                                       "e.g. \"a thick seven leaning right\"."),
+    interpolate: bool = typer.Option(False, "--interpolate", help="Rows that walk between two random latents "
+                                     "(families with a z_dim)."),
+    walk_steps: int = typer.Option(8, "--walk-steps", help="Images per walk with --interpolate."),
+    spherical: bool = typer.Option(False, "--spherical", help="Walk z on the sphere instead of a straight line."),
     params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
 ) -> None:
     """Write generated images (N x C x H x W float32 in [-1, 1]) and their requested classes to an .npz or a PNG grid."""
     from components.training.sampling import sample_from_checkpoint, write_samples
 
-    if (checkpoint is None) == (model is None):
-        raise GanzooError("sample: give exactly one of --checkpoint PATH or --model models:/NAME@ALIAS")
+    if sum(x is not None for x in (checkpoint, model, family)) != 1:
+        raise GanzooError("sample: give exactly one of --checkpoint PATH, --model models:/NAME@ALIAS or "
+                          "--family NAME")
     if out.suffix.lower() not in (".npz", ".png"):
         raise GanzooError(f"--out {out}: expected a .npz or .png file name")
-    if model is not None:
-        from components.registry.models import generate_from_registry
-        from components.registry.tracking import configure
+    if n is not None and n <= 0:
+        raise GanzooError(f"-n: expected a positive number of samples, got {n}")
+    if family is not None:
+        checkpoint = Path(_family_checkpoint(family, params_file, sets))
+    nrow = None
+    if interpolate:
+        if model is not None:
+            raise GanzooError("--interpolate: needs --checkpoint or --family (it walks the family's latent)")
+        from components.training.checkpoint import load_family
+        from components.training.latent_walk import walk_images
 
-        if params_file.is_file():
-            configure(_load(params_file, []).registry)
-        images, labels = generate_from_registry(model, n, seed)
+        loaded, _ = load_family(checkpoint)
+        images = walk_images(loaded, n or 8, walk_steps, seed, spherical, text).numpy()
+        labels, nrow = None, walk_steps
+    elif text is not None:
+        images, labels = _sample_text(checkpoint, model, text, n or 64, seed, params_file, sets)
+    elif model is not None:
+        from components.registry.models import generate_from_registry
+
+        _configure_registry(params_file, sets)
+        images, labels = generate_from_registry(model, n or 5000, seed)
     else:
-        images, labels = sample_from_checkpoint(checkpoint, n, seed)
+        images, labels = sample_from_checkpoint(checkpoint, n or 5000, seed)
     if out.suffix.lower() == ".png":
         import torch
 
         from components.data import save_image_grid
 
-        save_image_grid(torch.from_numpy(images), out)
-        typer.echo(f"wrote a grid of {images.shape[0]} images {list(images.shape[1:])} to {out}")
+        save_image_grid(torch.from_numpy(images), out, nrow)
+        shape = f"{images.shape[0] // walk_steps} walks of {walk_steps}" if interpolate else str(images.shape[0])
+        typer.echo(f"wrote a grid of {shape} images {list(images.shape[1:])} to {out}")
         return
     write_samples(out, images, labels)
     extra = f" and labels ({len(set(labels.tolist()))} classes)" if labels is not None else ""
     typer.echo(f"wrote {images.shape[0]} images {list(images.shape[1:])}{extra} to {out}")
+
+
+def _configure_registry(params_file: Path, sets: Optional[List[str]]) -> None:
+    from components.registry.tracking import configure
+
+    if params_file.is_file():
+        configure(_load(params_file, list(sets or [])).registry)
+
+
+def _family_checkpoint(family: str, params_file: Path, sets: Optional[List[str]]) -> str:
+    """The checkpoint of the family's last finished training, as ``ganzoo evaluate`` finds it."""
+    from components import pipeline
+    from components.families import get_family
+
+    get_family(family)  # an unknown name fails here, naming the known ones
+    params = _load(params_file, list(sets or []))
+    return pipeline.fetch_checkpoint(params, pipeline.read_training(params, family)["checkpoint"])
+
+
+def _sample_text(checkpoint: Optional[Path], model: Optional[str], text: str, n: int, seed: int,
+                 params_file: Path, sets: Optional[List[str]]):
+    """(images, labels) of n images of one caption; labels are the class its class word names, if any."""
+    import numpy as np
+    import torch
+
+    from components.data import captions
+
+    if checkpoint is not None:
+        from components.families import TaskKind
+        from components.training.checkpoint import load_family
+
+        loaded, _ = load_family(checkpoint)
+        if loaded.task is not TaskKind.TEXT_CONDITIONAL:
+            raise GanzooError(f"--text: family {loaded.name} is {loaded.task.value}; only text-conditional "
+                              "families take a caption")
+        loaded.nets.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            images = loaded.generate(n, [text] * n).float().clamp_(-1, 1).cpu()
+    else:  # a registered text model takes [z ‖ the caption's token ids]
+        from components.registry.models import load_registered_generator
+
+        _configure_registry(params_file, sets)
+        generator = load_registered_generator(model)
+        tokens = captions.tokenize([text])
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            inputs = torch.cat([torch.randn(n, generator.latent_dim), tokens.expand(n, -1).float()], dim=1)
+            try:
+                images = generator.module(inputs).float().clamp_(-1, 1)
+            except Exception as exc:
+                raise GanzooError(f"--text: {model} does not take a caption (its input is not "
+                                  f"[z ‖ {captions.MAX_WORDS} token ids]: {type(exc).__name__})") from None
+    named = int(captions.class_of_tokens(captions.tokenize([text]))[0])
+    labels = np.full(n, named, dtype=np.int64) if named >= 0 else None
+    return images.numpy(), labels
 
 
 @app.command()
