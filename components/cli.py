@@ -141,6 +141,8 @@ def sample(
 
         _configure_registry(params_file, sets)
         images, labels = generate_from_registry(model, n or 5000, seed)
+    elif _translates(checkpoint):
+        images, labels, nrow = _sample_translation(checkpoint, n or 8, seed, out, params_file, sets)
     else:
         images, labels = sample_from_checkpoint(checkpoint, n or 5000, seed)
     if out.suffix.lower() == ".png":
@@ -155,6 +157,30 @@ def sample(
     write_samples(out, images, labels)
     extra = f" and labels ({len(set(labels.tolist()))} classes)" if labels is not None else ""
     typer.echo(f"wrote {images.shape[0]} images {list(images.shape[1:])}{extra} to {out}")
+
+
+def _translates(checkpoint: Path) -> bool:
+    from components.families import get_family
+    from components.families.base import TRANSLATION_TASKS
+    from components.training.checkpoint import read_checkpoint_meta, resolve_checkpoint_dir
+
+    return get_family(read_checkpoint_meta(resolve_checkpoint_dir(checkpoint))["family"]).task in TRANSLATION_TASKS
+
+
+def _sample_translation(checkpoint: Path, n: int, seed: int, out: Path, params_file: Path,
+                        sets: Optional[List[str]]):
+    """Translations of the first n held-out rows of the prepared data: a grid of input | output | target
+    rows for a .png, the outputs (and the rows' labels) for an .npz."""
+    from components.data import load_prepared
+    from components.evaluation.translation import translate_held_out
+    from components.training.checkpoint import load_family
+
+    params = _load(params_file, list(sets or []))
+    loaded, _ = load_family(checkpoint)
+    grid, outputs, labels, columns = translate_held_out(loaded, load_prepared(params.data.prepared_dir), n, seed)
+    if out.suffix.lower() == ".png":
+        return grid, None, columns
+    return outputs, labels, None
 
 
 def _configure_registry(params_file: Path, sets: Optional[List[str]]) -> None:

@@ -277,3 +277,37 @@ def r1_penalty(real_scores: Tensor, real_images: Tensor) -> Tensor:
     """
     (grads,) = torch.autograd.grad(real_scores.sum(), real_images, create_graph=True)
     return grads.pow(2).flatten(1).sum(1).mean()
+
+
+def l1_reconstruction_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """E|y - G(x)|: pix2pix's L1 term, which keeps the low frequencies right where the GAN sharpens."""
+    return (outputs - targets).abs().mean()
+
+
+def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (geometric GAN; SPADE's and SEAN's loss)."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def hinge_generator_loss(fake_logits: Tensor) -> Tensor:
+    """-E[D(G(z))]: the generator's side of the hinge game."""
+    return -fake_logits.mean()
+
+
+def multiscale_mean(per_scale: list[Tensor], loss: Callable[..., Tensor], *others: list[Tensor]) -> Tensor:
+    """``loss`` applied to each discriminator scale's logits (and the matching ``others``), averaged."""
+    terms = [loss(logits, *(other[k] for other in others)) for k, logits in enumerate(per_scale)]
+    return torch.stack(terms).mean()
+
+
+def feature_matching_loss(real_features: list[list[Tensor]], fake_features: list[list[Tensor]]) -> Tensor:
+    """pix2pixHD's discriminator feature matching: L1 between D's activations on real and fake images.
+
+    Each argument holds, per discriminator scale, the activations of every
+    layer, the last being the logits (not matched). The L1 means of the
+    matched layers are summed per scale and averaged over scales; the real side
+    is a constant target.
+    """
+    per_scale = [torch.stack([(fake - real.detach()).abs().mean() for real, fake in zip(reals[:-1], fakes[:-1])]).sum()
+                 for reals, fakes in zip(real_features, fake_features)]
+    return torch.stack(per_scale).mean()

@@ -1,5 +1,10 @@
 """The prepared on-disk format: images.npy, labels.npy (when labeled) and manifest.json.
 
+Translation data adds inputs.npy (paired: the A side of each image) or
+label_maps.npy (segmentation: a class index per pixel); the manifest names the
+task, the label-map classes, and how many leading rows train (the rest are
+held out for evaluation).
+
 Writing is deterministic (the same input gives byte-identical files, so DVC sees no
 change) and atomic (a complete directory appears, or nothing changes).
 """
@@ -30,6 +35,31 @@ class PreparedDataset:
     images: np.ndarray  # uint8 (N, C, H, W)
     labels: np.ndarray | None  # int64 (N,), or None when unlabeled
     manifest: dict
+    inputs: np.ndarray | None = None  # uint8 (N, C_in, H, W): paired translation's A side
+    label_maps: np.ndarray | None = None  # uint8 (N, H, W): segmentation classes per pixel
+
+    @property
+    def task(self) -> str:
+        """``images``, ``paired`` or ``segmentation``."""
+        return self.manifest.get("task", "images")
+
+    @property
+    def map_classes(self) -> list[str]:
+        return list(self.manifest.get("map_classes", []))
+
+    @property
+    def input_channels(self) -> int:
+        return 0 if self.inputs is None else int(self.inputs.shape[1])
+
+    @property
+    def train_count(self) -> int:
+        """Rows [0, train_count) train; the rest are held out (all rows train when the source sets no split)."""
+        return int(self.manifest.get("train_count") or self.manifest["count"])
+
+    def held_out_rows(self) -> np.ndarray:
+        """Indices of the held-out rows: those after the training split, or every row when nothing is held out."""
+        count = int(self.manifest["count"])
+        return np.arange(self.train_count, count) if self.train_count < count else np.arange(count)
 
     @property
     def channels(self) -> int:
@@ -94,12 +124,36 @@ def _check_raw(raw: RawImages) -> None:
         or labels.max() >= len(raw.class_names)
     ):
         raise DataError(f"{raw.source}: labels do not match the images and {len(raw.class_names)} class names")
+    _check_translation(raw)
+
+
+def _check_translation(raw: RawImages) -> None:
+    n, _, h, w = raw.images.shape
+    if raw.inputs is not None and (raw.inputs.dtype != np.uint8 or raw.inputs.ndim != 4 or len(raw.inputs) != n
+                                   or raw.inputs.shape[1] not in (1, 3) or raw.inputs.shape[2:] != (h, w)):
+        raise DataError(f"{raw.source}: inputs are {raw.inputs.dtype} {raw.inputs.shape}; expected uint8 "
+                        f"{n},C,{h},{w} with C in {{1, 3}}, one per image")
+    if raw.label_maps is not None:
+        maps = raw.label_maps
+        if maps.dtype != np.uint8 or maps.shape != (n, h, w):
+            raise DataError(f"{raw.source}: label maps are {maps.dtype} {maps.shape}; expected uint8 {n},{h},{w}")
+        if len(raw.map_classes) < 2 or int(maps.max()) >= len(raw.map_classes):
+            raise DataError(f"{raw.source}: label maps hold class {int(maps.max())}; "
+                            f"{len(raw.map_classes)} map classes are declared")
+    if raw.inputs is not None and raw.label_maps is not None:
+        raise DataError(f"{raw.source}: both inputs and label maps; expected one translation task per dataset")
+    if raw.train_count is not None and not 0 < raw.train_count <= n:
+        raise DataError(f"{raw.source}: train_count {raw.train_count}; expected 1..{n}")
 
 
 def _write_files(raw: RawImages, directory: Path) -> dict:
     arrays = {"images.npy": np.ascontiguousarray(raw.images)}
     if raw.labels is not None:
         arrays["labels.npy"] = np.ascontiguousarray(raw.labels, dtype=np.int64)
+    if raw.inputs is not None:
+        arrays["inputs.npy"] = np.ascontiguousarray(raw.inputs)
+    if raw.label_maps is not None:
+        arrays["label_maps.npy"] = np.ascontiguousarray(raw.label_maps)
     for name, array in arrays.items():
         _write(directory / name, lambda f, a=array: np.save(f, a, allow_pickle=False))
     counts = np.bincount(raw.labels, minlength=len(raw.class_names)) if raw.labels is not None else []
@@ -112,6 +166,10 @@ def _write_files(raw: RawImages, directory: Path) -> dict:
         "count": int(len(raw.images)),
         "files": {name: _sha256(directory / name) for name in arrays},
     }
+    if raw.task != "images":
+        manifest.update(task=raw.task, train_count=int(raw.train_count or len(raw.images)),
+                        input_shape=[int(d) for d in raw.inputs.shape] if raw.inputs is not None else None,
+                        map_classes=list(raw.map_classes))
     text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
     _write(directory / MANIFEST, lambda f: f.write(text.encode("utf-8")))
     return manifest
@@ -160,10 +218,15 @@ def load_prepared(prepared_dir: str | Path, verify: bool = True) -> PreparedData
         if verify and _sha256(path) != files[name]:
             raise DataError(f"{path}: sha256 does not match {MANIFEST}; the file changed since it was prepared")
     images = _load_array(prepared_dir / "images.npy", np.uint8, tuple(manifest["shape"]))
-    labels = None
+    labels = inputs = label_maps = None
     if "labels.npy" in files:
         labels = _load_array(prepared_dir / "labels.npy", np.int64, (manifest["count"],))
-    return PreparedDataset(images, labels, manifest)
+    if "inputs.npy" in files:
+        inputs = _load_array(prepared_dir / "inputs.npy", np.uint8, tuple(manifest["input_shape"]))
+    if "label_maps.npy" in files:
+        n, _, h, w = manifest["shape"]
+        label_maps = _load_array(prepared_dir / "label_maps.npy", np.uint8, (n, h, w))
+    return PreparedDataset(images, labels, manifest, inputs, label_maps)
 
 
 def _read_manifest(path: Path) -> dict:
@@ -179,6 +242,11 @@ def _read_manifest(path: Path) -> dict:
     files = manifest["files"]
     if not isinstance(files, dict) or "images.npy" not in files or ("labels.npy" in files) != bool(manifest["classes"]):
         raise DataError(f"{path}: 'files' must list images.npy, and labels.npy exactly when there are classes")
+    task = manifest.get("task", "images")
+    needs = {"images": set(), "paired": {"inputs.npy"}, "segmentation": {"label_maps.npy"}}.get(task)
+    if needs is None or not needs <= files.keys() or (task == "paired" and "input_shape" not in manifest):
+        raise DataError(f"{path}: task {task!r} with files {sorted(files)}; expected images (no extra files), "
+                        "paired (inputs.npy, input_shape) or segmentation (label_maps.npy)")
     return manifest
 
 

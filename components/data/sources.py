@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from PIL import Image
 from components.data.images import resize_images
 from components.errors import DataError
 
-ACCEPTED = "mnist5k, digits, folder:PATH, npz:PATH, s3://BUCKET/PREFIX"
+ACCEPTED = ("mnist5k, digits, edges2digits, colorize, shapes, shapes64, folder:PATH, npz:PATH, s3://BUCKET/PREFIX, "
+            "paired:folder:PATH, paired:s3://..., segmentation:folder:PATH, segmentation:s3://...")
+DERIVED = ("edges2digits", "colorize", "shapes", "shapes64")
+PAIRED_SPLITS = ("train", "val", "test")  # pix2pix's layout: side-by-side AB images; train trains, the rest held out
+CLASS_NAMES_FILE = "classes.txt"  # segmentation layout: one label-map class name per line, index = line number
+HELD_OUT_FRACTION = 0.1  # of a segmentation folder (sorted by name): the last tenth is held out
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _GREY = {"1", "L", "LA"} | _SIXTEEN_BIT
@@ -24,16 +30,49 @@ _S3_CONFIG = {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts
 
 @dataclass(frozen=True)
 class RawImages:
+    """Images in memory, and what a translation task pairs them with.
+
+    ``images`` are what a generator learns to produce. Paired data also holds
+    ``inputs`` (the A side of A -> B); segmentation data holds ``label_maps``,
+    one class index of ``map_classes`` per pixel of each image. ``train_count``
+    splits the rows: the first ``train_count`` train, the rest are held out for
+    evaluation (None: every row trains, as for noise-to-image data).
+    """
+
     images: np.ndarray  # uint8 (N, C, H, W), C in {1, 3}
     labels: np.ndarray | None  # int64 (N,) in 0..K-1, or None when unlabeled
     class_names: list[str]  # K names, [] when unlabeled
     source: str  # the source spec as given
+    inputs: np.ndarray | None = None  # uint8 (N, C_in, H, W), C_in in {1, 3}
+    label_maps: np.ndarray | None = None  # uint8 (N, H, W) in 0..M-1
+    map_classes: list[str] = field(default_factory=list)  # M names, [] without label maps
+    train_count: int | None = None
+
+    @property
+    def task(self) -> str:
+        """``paired``, ``segmentation`` or ``images``: the data shape translation families ask for."""
+        if self.inputs is not None:
+            return "paired"
+        return "segmentation" if self.label_maps is not None else "images"
 
 
 def read_source(spec: str, image_size: int | None = None, s3_endpoint_url: str | None = None) -> RawImages:
     """Read the source named by ``spec``; resize to image_size x image_size when given."""
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise DataError(f"image_size {image_size!r}: expected a positive integer")
+    if spec.startswith(("paired:", "segmentation:")):
+        task, _, inner = spec.partition(":")
+        store = _store_for(inner, s3_endpoint_url)
+        if store is None:
+            raise DataError(f"unknown data source {spec!r}; expected {task}:folder:PATH or {task}:s3://BUCKET/PREFIX")
+        read = _read_paired if task == "paired" else _read_segmentation
+        return read(store, spec, image_size)
+    if spec in DERIVED:
+        from components.data import derived
+
+        size = image_size or (64 if spec == "shapes64" else 32)
+        builder = {"edges2digits": derived.edges2digits, "colorize": derived.colorize}.get(spec, derived.shapes)
+        return _renamed(builder(size=size), spec)
     if spec == "mnist5k":
         raw = _mnist5k(spec)
     elif spec == "digits":
@@ -49,6 +88,18 @@ def read_source(spec: str, image_size: int | None = None, s3_endpoint_url: str |
     if image_size is not None:
         raw = RawImages(resize_images(raw.images, image_size), raw.labels, raw.class_names, raw.source)
     return raw
+
+
+def _store_for(spec: str, s3_endpoint_url: str | None) -> "_Store | None":
+    if spec.startswith("folder:") and spec[7:]:
+        return _local_store(spec[7:])
+    if spec.startswith("s3://") and spec[5:].strip("/"):
+        return _s3_store(spec[5:].strip("/"), s3_endpoint_url)
+    return None
+
+
+def _renamed(raw: RawImages, spec: str) -> RawImages:
+    return dataclasses.replace(raw, source=spec)
 
 
 def _mnist5k(spec: str) -> RawImages:
@@ -193,8 +244,8 @@ def _read_tree(store: _Store, spec: str, image_size: int | None) -> RawImages:
     return RawImages(_read_images(store, paths, image_size), np.array(labels, dtype=np.int64), names, spec)
 
 
-def _list(store: _Store, path: str) -> tuple[list[str], list[str]]:
-    """Sorted (subfolders, image files) of ``path``; hidden entries are skipped."""
+def _list(store: _Store, path: str, allowed: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """Sorted (subfolders, image files and files named in ``allowed``) of ``path``; hidden entries are skipped."""
     try:
         entries = store.fs.ls(path, detail=True)
     except Exception as exc:
@@ -209,7 +260,7 @@ def _list(store: _Store, path: str) -> tuple[list[str], list[str]]:
             raise DataError(f"{store.url(path)}: is a file; expected a folder of images")
         if entry["type"] == "directory":
             dirs.append(name)
-        elif name.lower().endswith(IMAGE_SUFFIXES):
+        elif name.lower().endswith(IMAGE_SUFFIXES) or name.rsplit("/", 1)[-1] in allowed:
             files.append(name)
         else:
             raise DataError(f"{store.url(name)}: not an image file; expected .png, .jpg or .jpeg")
@@ -217,15 +268,7 @@ def _list(store: _Store, path: str) -> tuple[list[str], list[str]]:
 
 
 def _read_images(store: _Store, paths: list[str], image_size: int | None) -> np.ndarray:
-    arrays = []
-    for start in range(0, len(paths), _READ_BATCH):
-        batch = paths[start : start + _READ_BATCH]
-        # cat_ranges reads paths literally; cat() would expand '[', '*', '?' as globs.
-        for path, data in zip(batch, store.fs.cat_ranges(batch, None, None, on_error="return")):
-            if isinstance(data, Exception):
-                raise store.error(path, data) from data
-            arrays.append(_decode(data, store.url(path)))
-    return _stack(arrays, [store.url(p) for p in paths], image_size)
+    return _stack(_decode_all(store, paths), [store.url(p) for p in paths], image_size)
 
 
 def _decode(data: bytes, where: str) -> np.ndarray:
@@ -253,3 +296,134 @@ def _stack(arrays: list[np.ndarray], names: list[str], image_size: int | None) -
                 "expected one size, or set image_size to resize"
             )
     return np.stack(chw)
+
+
+# Translation layouts: pix2pix's side-by-side pairs, and images with label maps
+
+
+def _read_paired(store: _Store, spec: str, image_size: int | None) -> RawImages:
+    """``train/``, ``val/``, ``test/`` of AB images: the left half is the input A, the right half the target B."""
+    dirs, files = _list(store, store.root)
+    splits = {d.rsplit("/", 1)[-1]: d for d in dirs}
+    if files or set(splits) - set(PAIRED_SPLITS) or "train" not in splits:
+        raise DataError(f"{store.url(store.root)}: expected the pix2pix layout: folders train/ (and optional val/, "
+                        f"test/) of side-by-side AB images, found {sorted(splits) + [f.rsplit('/', 1)[-1] for f in files]}")
+    paths: list[str] = []
+    train_count = 0
+    for split in PAIRED_SPLITS:
+        if split not in splits:
+            continue
+        subdirs, members = _list(store, splits[split])
+        if subdirs or not members:
+            raise DataError(f"{store.url(splits[split])}: expected AB image files only, "
+                            f"found {'folders' if subdirs else 'nothing'}")
+        paths += members
+        train_count = len(paths) if split == "train" else train_count
+    pairs = [_split_pair(image, store.url(path)) for path, image in zip(paths, _decode_all(store, paths))]
+    names = [store.url(p) for p in paths]
+    inputs = _stack([a for a, _ in pairs], names, image_size)
+    targets = _stack([b for _, b in pairs], names, image_size)
+    return RawImages(targets, None, [], spec, inputs=inputs, train_count=train_count)
+
+
+def _split_pair(image: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    height, width = image.shape[:2]
+    if width != 2 * height:
+        raise DataError(f"{where}: A/B size mismatch: the image is {width}x{height}; expected A and B side by side, "
+                        f"each {height}x{height} (width = 2 x height)")
+    return image[:, :height], image[:, height:]
+
+
+def _read_segmentation(store: _Store, spec: str, image_size: int | None) -> RawImages:
+    """``images/`` and ``labels/`` with matching names; label maps are single-channel PNGs of class indices."""
+    dirs, files = _list(store, store.root, allowed=(CLASS_NAMES_FILE,))
+    folders = {d.rsplit("/", 1)[-1]: d for d in dirs}
+    if not {"images", "labels"} <= set(folders):
+        raise DataError(f"{store.url(store.root)}: expected folders images/ and labels/ (label maps with the "
+                        f"images' names, as .png), and optionally {CLASS_NAMES_FILE}")
+    image_paths = _list(store, folders["images"])[1]
+    label_paths = {_stem(p): p for p in _list(store, folders["labels"])[1]}
+    if not image_paths:
+        raise DataError(f"{store.url(folders['images'])}: no images; expected .png/.jpg/.jpeg files")
+    missing = [p for p in image_paths if _stem(p) not in label_paths]
+    if missing:
+        raise DataError(f"{store.url(missing[0])}: no label map; expected {store.url(folders['labels'])}/"
+                        f"{_stem(missing[0])}.png")
+    names = _class_names(store, files)
+    images = _decode_all(store, image_paths)
+    maps_paths = [label_paths[_stem(p)] for p in image_paths]
+    maps = [_label_map(data, store.url(path), len(names) if names else None)
+            for path, data in zip(maps_paths, _cat(store, maps_paths))]
+    for path, image, label_map in zip(image_paths, images, maps):
+        if image.shape[:2] != label_map.shape:
+            raise DataError(f"{store.url(path)}: image is {image.shape[1]}x{image.shape[0]} but its label map is "
+                            f"{label_map.shape[1]}x{label_map.shape[0]}; expected the same size")
+    names = names or [str(k) for k in range(max(int(m.max()) for m in maps) + 1)]
+    urls = [store.url(p) for p in image_paths]
+    stacked = _stack(images, urls, image_size)
+    label_maps = np.stack([_resize_label_map(m, image_size) for m in maps])
+    held_out = max(1, round(HELD_OUT_FRACTION * len(images))) if len(images) > 1 else 0
+    train_count = len(images) - held_out
+    return RawImages(stacked, None, [], spec, label_maps=label_maps, map_classes=names, train_count=train_count)
+
+
+def _stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+def _class_names(store: _Store, files: list[str]) -> list[str]:
+    named = [f for f in files if f.rsplit("/", 1)[-1] == CLASS_NAMES_FILE]
+    if not named:
+        return []
+    try:
+        text = store.fs.cat_file(named[0]).decode("utf-8")
+    except Exception as exc:
+        raise store.error(named[0], exc) from exc
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) < 2 or len(names) > 256:
+        raise DataError(f"{store.url(named[0])}: {len(names)} class names; expected 2 to 256, one per line")
+    return names
+
+
+def _label_map(data: bytes, where: str, classes: int | None) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
+            img.load()
+            if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise DataError(f"{where}: label map has mode {img.mode}; expected a single-channel PNG of class "
+                                "indices (mode L, P or I)")
+            values = np.asarray(img, dtype=np.int64)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{where}: cannot decode label map ({_reason(exc)}); expected a PNG of class indices") from exc
+    highest = int(values.max())
+    limit = classes if classes is not None else 256
+    if values.min() < 0 or highest >= limit:
+        declared = f"the {classes} classes of {CLASS_NAMES_FILE}" if classes else "256 classes (uint8)"
+        raise DataError(f"{where}: class index {highest} is outside {declared}; expected indices 0..{limit - 1}")
+    return values.astype(np.uint8)
+
+
+def _resize_label_map(label_map: np.ndarray, size: int | None) -> np.ndarray:
+    """Nearest-neighbour: a class index must never be averaged with its neighbour's."""
+    if size is None or label_map.shape == (size, size):
+        return label_map
+    return np.asarray(Image.fromarray(label_map).resize((size, size), Image.Resampling.NEAREST))
+
+
+def _cat(store: _Store, paths: list[str]) -> list[bytes]:
+    """The bytes of ``paths``, fetched a batch at a time (concurrently on S3)."""
+    out = []
+    for start in range(0, len(paths), _READ_BATCH):
+        batch = paths[start : start + _READ_BATCH]
+        # cat_ranges reads paths literally; cat() would expand '[', '*', '?' as globs.
+        for path, data in zip(batch, store.fs.cat_ranges(batch, None, None, on_error="return")):
+            if isinstance(data, Exception):
+                raise store.error(path, data) from data
+            out.append(data)
+    return out
+
+
+def _decode_all(store: _Store, paths: list[str]) -> list[np.ndarray]:
+    return [_decode(data, store.url(path)) for path, data in zip(paths, _cat(store, paths))]

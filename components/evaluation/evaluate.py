@@ -31,6 +31,8 @@ from components.training.checkpoint import load_family, read_checkpoint_meta, re
 from components.training.sampling import sample_from_family
 
 _NOT_PLOTTED = {"step", "images_per_s"}
+_EVALUATED = (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL, TaskKind.TEXT_CONDITIONAL,
+              TaskKind.PAIRED_TRANSLATION, TaskKind.SEGMENTATION_TO_IMAGE)
 _REAL_CACHE_SIZE = 4
 
 
@@ -195,11 +197,18 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, prepared: PreparedDataset, d
     directory = resolve_checkpoint_dir(checkpoint_dir)
     task = get_family(read_checkpoint_meta(directory)["family"]).task
     # a text-conditional family's conditions are class labels its captions name (gan_t2i.sample_conditions)
-    if task not in (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL, TaskKind.TEXT_CONDITIONAL):
-        raise GanzooError(f"{directory}: evaluation of {task.value} families is not implemented; "
-                          "expected an unconditional, class-conditional or text-conditional family")
-    extractor = build_extractor(cfg, prepared, data_version)
+    if task not in _EVALUATED:
+        raise GanzooError(f"{directory}: evaluation of {task.value} families is not implemented; expected one of "
+                          f"{', '.join(t.value for t in _EVALUATED)}")
     family, _ = load_family(directory)
+    extractor = build_extractor(cfg, prepared, data_version)
+    if family.translates:
+        from components.evaluation.translation import evaluate_translation
+
+        images, translation_scores = evaluate_translation(family, prepared, extractor, cfg, data_version)
+        report = evaluate_images(images, None, prepared, extractor, cfg, data_version)
+        report.metrics.update(translation_scores)
+        return report
     images, labels = sample_from_family(family, cfg.num_samples, cfg.seed, cfg.batch_size)
     report = evaluate_images(images, labels, prepared, extractor, cfg, data_version)
     with torch.random.fork_rng(devices=[]):

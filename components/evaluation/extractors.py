@@ -38,7 +38,7 @@ WEIGHTS_FILE, META_FILE = "weights.safetensors", "meta.json"
 
 
 @contextlib.contextmanager
-def _all_cores() -> Iterator[None]:
+def all_cores() -> Iterator[None]:
     """Use every core this process may run on, then restore the caller's setting (a Ray worker may set 1)."""
     previous = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -74,7 +74,7 @@ class FeatureExtractor(ABC):
         """(features float64 N x D, softmax probabilities float64 N x K) of ``images``."""
         self._check(images)
         features, probs = [], []
-        with torch.no_grad(), _all_cores():
+        with torch.no_grad(), all_cores():
             for start in range(0, len(images), batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
                 feats, logits = self._forward(batch)
@@ -172,7 +172,7 @@ def train_domain_extractor(prepared: PreparedDataset, epochs: int, seed: int,
     """Train a DomainClassifier on 90% of the prepared images; its accuracy is on the other 10%."""
     _require_labels(prepared)
     train_index, held_out = held_out_split(len(prepared.images), seed)
-    with torch.random.fork_rng(devices=[]), _all_cores():
+    with torch.random.fork_rng(devices=[]), all_cores():
         torch.manual_seed(seed)
         network = DomainClassifier(prepared.channels, prepared.num_classes)
         optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)

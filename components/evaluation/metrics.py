@@ -231,3 +231,92 @@ def _as_features(feats: np.ndarray, what: str) -> np.ndarray:
 def _same_width(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sets differ in width: {a.shape[1]} and {b.shape[1]}")
+
+
+# Paired translation: agreement with the ground-truth target (images in [-1, 1], compared in [0, 1])
+
+
+def _unit(images: np.ndarray) -> np.ndarray:
+    return (np.asarray(images, dtype=np.float64) + 1.0) / 2.0
+
+
+def mean_l1(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean absolute error in [0, 1] intensity units."""
+    return float(np.abs(_unit(outputs) - _unit(targets)).mean())
+
+
+def psnr(outputs: np.ndarray, targets: np.ndarray, max_db: float = 100.0) -> float:
+    """Mean over images of 10 log10(1 / MSE), intensities in [0, 1]; an exact match counts as ``max_db``."""
+    mse = ((_unit(outputs) - _unit(targets)) ** 2).reshape(len(outputs), -1).mean(axis=1)
+    per_image = np.where(mse > 0, 10 * np.log10(1.0 / np.maximum(mse, 1e-300)), max_db)
+    return float(np.minimum(per_image, max_db).mean())
+
+
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g /= g.sum()
+    return torch.outer(g, g)
+
+
+def ssim(outputs: np.ndarray, targets: np.ndarray, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM (Wang et al. 2004): 11 x 11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1,
+    valid positions only, each channel separately; the window shrinks (odd) for images smaller than 11 px."""
+    x, y = (torch.from_numpy(_unit(a)) for a in (outputs, targets))
+    n, c, h, w = x.shape
+    size = min(window, h, w)
+    size -= 1 - size % 2
+    kernel = _gaussian_window(size, sigma).expand(c, 1, size, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(t, kernel, groups=c)
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(index.mean())
+
+
+# Segmentation consistency: a segmenter's labelling of generated images against the input label maps
+
+
+def confusion_matrix(predicted: np.ndarray, expected: np.ndarray, num_classes: int) -> np.ndarray:
+    """K x K pixel counts, rows = expected class, columns = predicted class."""
+    index = np.asarray(expected, dtype=np.int64).ravel() * num_classes + np.asarray(predicted, dtype=np.int64).ravel()
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def mean_iou(confusion: np.ndarray) -> float:
+    """Mean over classes present (expected or predicted) of TP / (TP + FP + FN)."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else 0.0
+
+
+def pixel_accuracy(confusion: np.ndarray) -> float:
+    total = confusion.sum()
+    return float(np.trace(confusion) / total) if total else 0.0
+
+
+# Exemplar-guided translation: does the output take its exemplar's appearance, and do exemplars matter?
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def style_agreement(output_features: np.ndarray, exemplar_features: np.ndarray) -> float:
+    """Mean cosine similarity between each output's features and its own exemplar's."""
+    return float((_unit_rows(output_features) * _unit_rows(exemplar_features)).sum(axis=1).mean())
+
+
+def mean_feature_distance(first: np.ndarray, second: np.ndarray) -> float:
+    """Mean Euclidean distance between paired rows, divided by sqrt(D): the LPIPS-style diversity of two
+    outputs for the same input (0 when the exemplar or style code changes nothing)."""
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    return float(np.linalg.norm(first - second, axis=1).mean() / math.sqrt(first.shape[1]))

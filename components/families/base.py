@@ -30,6 +30,10 @@ class TaskKind(str, enum.Enum):
     SEGMENTATION_TO_IMAGE = "segmentation_to_image"
 
 
+TRANSLATION_TASKS = frozenset({TaskKind.PAIRED_TRANSLATION, TaskKind.SEGMENTATION_TO_IMAGE,
+                               TaskKind.UNPAIRED_TRANSLATION, TaskKind.MULTI_DOMAIN_TRANSLATION})
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """What a family needs to know of its data to size its networks."""
@@ -37,21 +41,62 @@ class DataSpec:
     channels: int
     image_size: int
     num_classes: int = 0
+    input_channels: int = 0  # paired translation: channels of the source images
+    map_classes: int = 0  # segmentation-to-image: classes of the label maps
 
 
 @dataclass
 class ImageBatch:
-    """A batch of the unconditional and class-conditional task kinds."""
+    """A batch of any task kind: the images to generate, and what the task conditions on.
+
+    ``images`` are the targets: real images (noise-to-image), the paired
+    translation's B side, or the photo of a label map. ``inputs`` are a paired
+    translation's A side (edges, grey digits); ``label_maps`` the class index
+    of every pixel of ``images`` (segmentation-to-image).
+    """
 
     images: Tensor  # float32 in [-1, 1], N x C x H x W
     labels: Tensor | None = None  # int64, N
+    inputs: Tensor | None = None  # float32 in [-1, 1], N x C_in x H x W
+    label_maps: Tensor | None = None  # int64, N x H x W
 
     def to(self, device: torch.device) -> "ImageBatch":
-        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
-        return ImageBatch(self.images.to(device, non_blocking=True), labels)
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return ImageBatch(move(self.images), move(self.labels), move(self.inputs), move(self.label_maps))
 
     def __len__(self) -> int:
         return self.images.size(0)
+
+
+@dataclass(frozen=True)
+class ExemplarCondition:
+    """What an exemplar-guided family (SEAN, CoCosNet) generates from: a layout and a reference.
+
+    The output has the layout of ``label_maps`` and the appearance of
+    ``exemplars``, whose own layouts are ``exemplar_label_maps`` (SEAN reads a
+    style per region of the reference; CoCosNet aligns the two layouts).
+    """
+
+    label_maps: Tensor  # int64, N x H x W
+    exemplars: Tensor  # float32 in [-1, 1], N x C x H x W
+    exemplar_label_maps: Tensor  # int64, N x H x W
+
+    def __len__(self) -> int:
+        return self.label_maps.size(0)
+
+    def __getitem__(self, index: slice) -> "ExemplarCondition":
+        return ExemplarCondition(self.label_maps[index], self.exemplars[index], self.exemplar_label_maps[index])
+
+    def to(self, device: torch.device) -> "ExemplarCondition":
+        return ExemplarCondition(self.label_maps.to(device), self.exemplars.to(device),
+                                 self.exemplar_label_maps.to(device))
+
+
+def one_hot_maps(label_maps: Tensor, num_classes: int) -> Tensor:
+    """int64 N x H x W class indices -> float N x K x H x W one-hot planes."""
+    return nn.functional.one_hot(label_maps, num_classes).permute(0, 3, 1, 2).float()
 
 
 @dataclass(frozen=True)
@@ -136,6 +181,12 @@ class Family(ABC):
         if cls.task is TaskKind.CLASS_CONDITIONAL and spec.num_classes < 2:
             raise ConfigError(f"family {cls.name} is class-conditional and needs labelled data with at least "
                               f"2 classes; the data has {spec.num_classes}")
+        if cls.task is TaskKind.PAIRED_TRANSLATION and spec.input_channels == 0:
+            raise ConfigError(f"family {cls.name} translates paired images and needs paired data "
+                              "(data.source: edges2digits, colorize or paired:folder:PATH)")
+        if cls.task is TaskKind.SEGMENTATION_TO_IMAGE and spec.map_classes < 2:
+            raise ConfigError(f"family {cls.name} synthesises images from label maps and needs segmentation data "
+                              "(data.source: shapes, shapes64 or segmentation:folder:PATH)")
 
     @abstractmethod
     def build_networks(self) -> dict[str, nn.Module]:
@@ -158,10 +209,27 @@ class Family(ABC):
         return {}
 
     def sample_conditions(self, n: int) -> Any:
-        """Conditions for ``generate`` that cover the task evenly (balanced classes here)."""
+        """Conditions for ``generate`` that cover the task evenly (balanced classes here).
+
+        Translation tasks condition on real data instead: see ``condition_of``.
+        """
         if self.task is TaskKind.CLASS_CONDITIONAL:
             return torch.arange(n) % self.spec.num_classes
         return None
+
+    def condition_of(self, batch: ImageBatch) -> Any:
+        """The condition ``generate`` translates for a batch of real data: its source images (paired)
+        or its label maps (segmentation); exemplar families pair each layout with another row's image."""
+        if self.task is TaskKind.PAIRED_TRANSLATION:
+            return batch.inputs
+        if self.task is TaskKind.SEGMENTATION_TO_IMAGE:
+            return batch.label_maps
+        return self.sample_conditions(len(batch))
+
+    @property
+    def translates(self) -> bool:
+        """True when the family generates from real inputs (``condition_of``), not from noise alone."""
+        return self.task in TRANSLATION_TASKS
 
     def adam_per_module(self, lr: float, betas: tuple[float, float],
                         names: tuple[str, ...] = ("G", "D")) -> dict[str, torch.optim.Optimizer]:
@@ -185,6 +253,37 @@ class Family(ABC):
             raise NotImplementedError(f"family {self.name} must define export_generator for task {self.task.value}")
         num_classes = self.spec.num_classes if self.task is TaskKind.CLASS_CONDITIONAL else 0
         return ExportedGenerator(self.nets["G"], self.config.z_dim, num_classes)
+
+
+class TranslationExport(nn.Module):
+    """``forward(inputs)`` with inputs one image-shaped condition tensor, N x C_cond x H x W.
+
+    ``encode`` turns a family's condition into that tensor (a source image as
+    it is, a label map as one-hot planes, a layout and exemplar concatenated);
+    ``translate`` is the family's generator applied to it. ``latent_dim`` is 0:
+    a registered translation model maps real inputs, it does not sample noise.
+    """
+
+    latent_dim = 0
+    num_classes = 0
+
+    def __init__(self, translator: nn.Module, condition_shape: tuple[int, int, int], condition_kind: str):
+        super().__init__()
+        self.translator = translator
+        self.condition_shape, self.condition_kind = tuple(condition_shape), condition_kind
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.translator(inputs)
+
+    def example_inputs(self, n: int = 8, seed: int = 0) -> Tensor:
+        """Random conditions of the right shape: images in [-1, 1], or one-hot planes for label maps."""
+        g = torch.Generator().manual_seed(seed)
+        channels, height, width = self.condition_shape
+        if self.condition_kind == "image":
+            return torch.rand(n, channels, height, width, generator=g) * 2 - 1
+        if self.condition_kind == "label_map":
+            return one_hot_maps(torch.randint(channels, (n, height, width), generator=g), channels)
+        raise ValueError(f"unknown condition kind {self.condition_kind!r}")
 
 
 class ExportedGenerator(nn.Module):

@@ -83,6 +83,9 @@ def generate_from_registry(uri: str, n: int, seed: int = 0,
     if n <= 0:
         raise GanzooError(f"-n: expected a positive number of samples, got {n}")
     generator = load_registered_generator(uri)
+    if generator.latent_dim == 0:
+        raise GanzooError(f"{uri}: a translation model maps input images, it does not sample noise; sample its "
+                          "family with --checkpoint or --family, which translate the prepared data's held-out rows")
     labels = torch.arange(n) % generator.num_classes if generator.num_classes else None
     chunks = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():

@@ -80,7 +80,8 @@ def storage_for(storage_path: str, endpoint_url: str | None) -> tuple[str, Any]:
 
 
 def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> LoopSettings:
-    spec = DataSpec(prepared.channels, prepared.image_size, prepared.num_classes)
+    spec = DataSpec(prepared.channels, prepared.image_size, prepared.num_classes, prepared.input_channels,
+                    len(prepared.map_classes))
     t = params.train
     resolved = params.family_config(family)
     return LoopSettings(
@@ -91,6 +92,17 @@ def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> Loo
               "params_hash": params.params_hash(family), "seed": t.seed, "train": t.model_dump(
                   exclude={"storage_endpoint_url", "ray_address"})},
     )
+
+
+def training_arrays(prepared: PreparedDataset) -> dict[str, Any]:
+    """The training rows the workers shard: held-out rows of translation data stay out of training."""
+    rows = slice(0, prepared.train_count)
+
+    def part(array: Any) -> Any:
+        return None if array is None else array[rows]
+
+    return {"images": part(prepared.images), "labels": part(prepared.labels), "inputs": part(prepared.inputs),
+            "label_maps": part(prepared.label_maps)}
 
 
 def train_family(params: Params, family: str, prepared: PreparedDataset, run_name: str | None = None,
@@ -120,7 +132,7 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
         train_loop_per_worker,
         train_loop_config={
             "settings": settings,
-            "data_ref": ray.put((prepared.images, prepared.labels)),
+            "data_ref": ray.put(training_arrays(prepared)),
             "samples_dir": str(local_run / "samples") if local_run else None,
             "progress": progress,
         },

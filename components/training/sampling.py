@@ -51,3 +51,59 @@ def write_samples(path: str | Path, images: np.ndarray, labels: np.ndarray | Non
     tmp.write_bytes(buffer.getvalue())
     os.replace(tmp, path)
     return path
+
+
+# Translation families: outputs for real conditions
+
+
+def colour_label_maps(label_maps: torch.Tensor) -> torch.Tensor:
+    """int64 N x H x W class indices -> N x 3 x H x W in [-1, 1], one fixed colour per class (for grids)."""
+    index = torch.arange(256)
+    # a fixed, well-spread palette: the golden-ratio walk around the hue circle, brightness alternating
+    hue = (index * 0.618034) % 1.0
+    value = 0.55 + 0.45 * (index % 2)
+    palette = torch.stack([_hue_channel(hue, shift) * value for shift in (0.0, 2 / 3, 1 / 3)], dim=1)
+    palette[0] = 0.0  # class 0 (background, usually) is black
+    return palette.to(label_maps.device)[label_maps].permute(0, 3, 1, 2) * 2 - 1
+
+
+def _hue_channel(hue: torch.Tensor, shift: float) -> torch.Tensor:
+    return ((torch.cos(2 * torch.pi * (hue + shift)) + 1) / 2).clamp(0, 1)
+
+
+def condition_pictures(family: Family, condition) -> list[torch.Tensor]:
+    """How a condition looks in a grid: the source image, the coloured label map (and the exemplar)."""
+    from components.families import ExemplarCondition
+
+    if isinstance(condition, ExemplarCondition):
+        return [colour_label_maps(condition.label_maps), condition.exemplars]
+    if condition.dtype.is_floating_point:
+        return [condition]
+    return [colour_label_maps(condition)]
+
+
+def translation_grid(family: Family, batch) -> tuple[torch.Tensor, int]:
+    """(images, images per row) of one row per example: input | output | target (| exemplar for exemplar
+    families, shown right after the label map)."""
+    condition = family.condition_of(batch)
+    with torch.no_grad():
+        outputs = family.generate(len(batch), condition)
+    columns = [*condition_pictures(family, condition), outputs, batch.images]
+    channels = max(c.size(1) for c in columns)
+    columns = [c.expand(-1, channels, -1, -1) if c.size(1) == 1 else c for c in columns]
+    rows = torch.stack([c.float().cpu().clamp(-1, 1) for c in columns], dim=1)
+    return rows.flatten(0, 1), len(columns)
+
+
+def translate(family: Family, batches, seed: int = 0) -> tuple[np.ndarray, list]:
+    """(outputs float32 N x C x H x W in [-1, 1], the conditions used) for an iterable of real ImageBatches."""
+    family.nets.eval()
+    outputs, conditions = [], []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for batch in batches:
+            batch = batch.to(family.device)
+            condition = family.condition_of(batch)
+            outputs.append(family.generate(len(batch), condition).float().clamp_(-1, 1).cpu())
+            conditions.append(condition)
+    return torch.cat(outputs).numpy(), conditions

@@ -21,6 +21,7 @@ from components.training.launcher import quiet_worker_logs
 from components.training.loop import (LoopSettings, agree_diverged, first_non_finite, restore_rng, rng_state,
                                       run_iteration, wrap_for_data_parallel)
 from components.training.sampler import ShardSampler
+from components.training.sampling import translation_grid
 
 GRID_SEED = 1234  # the same latents at every step, so grids show progress rather than noise
 
@@ -37,8 +38,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     family = build_family(settings.family, settings.spec, settings.overrides)
     family.nets.to(device)
     optimizers = family.build_optimizers()
-    images, labels = ray.get(config["data_ref"])
-    sampler = ShardSampler(images, labels, rank, world, settings.batch_size, settings.seed)
+    arrays = ray.get(config["data_ref"])
+    sampler = ShardSampler(arrays["images"], arrays["labels"], rank, world, settings.batch_size, settings.seed,
+                           arrays["inputs"], arrays["label_maps"])
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
     state, history = _resume(family, optimizers, sampler, rank, world)
     nets = wrap_for_data_parallel(family, device, world)
@@ -56,7 +58,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         done = step + 1
         state.step = done
         if done % settings.sample_every == 0 and rank == 0 and config.get("samples_dir"):
-            save_image_grid(_grid(family), Path(config["samples_dir"]) / f"step_{done:07d}.png")
+            save_image_grid(*_grid(family, sampler), Path(config["samples_dir"]) / f"step_{done:07d}.png")
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             metrics = progress.metrics(done, logs)
             _report_checkpoint(family, optimizers, sampler, state, settings, metrics, progress.history, rank, world)
@@ -95,21 +97,25 @@ def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, 
         return
     with tempfile.TemporaryDirectory(prefix="ganzoo-ckpt-") as tmp:
         state.rng = {"ranks": ranks}
-        save_image_grid(_grid(family), Path(tmp) / "samples.png")
+        save_image_grid(*_grid(family, sampler), Path(tmp) / "samples.png")
         (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
         save_checkpoint(tmp, family, optimizers, state,
                         extra={**settings.meta, "worker_nodes": [node for _, node in gathered]})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
 
 
-def _grid(family: Family, n: int = 64) -> torch.Tensor:
+def _grid(family: Family, sampler: ShardSampler, n: int = 64) -> tuple[torch.Tensor, int | None]:
+    """(images, images per row): 64 samples, or for a translation family 8 rows of input | output | target."""
     was_training = family.nets.training
     family.nets.eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(GRID_SEED)
-        images = family.generate(n, family.sample_conditions(n)).cpu()
+        if family.translates:
+            grid = translation_grid(family, sampler.first_rows(8).to(family.device))
+        else:
+            grid = family.generate(n, family.sample_conditions(n)).cpu(), None
     family.nets.train(was_training)
-    return images
+    return grid
 
 
 def _finite(logs: dict[str, float]) -> dict[str, float]:

@@ -93,3 +93,15 @@ def test_bad_file_on_s3_is_named_by_url(s3_env, tmp_path):
     bucket = _upload(s3_env, folder, "digits")
     with pytest.raises(DataError, match=re.escape(f"s3://{bucket}/digits/0/img1.png: cannot decode image")):
         read_source(f"s3://{bucket}/digits", s3_endpoint_url=s3_env)
+
+
+def test_translation_layouts_load_from_s3_as_from_a_folder(s3_env, tmp_path):
+    from tests.unit.test_translation_data import write_ab_folder, write_segmentation_folder
+
+    for task, folder in (("paired", write_ab_folder(tmp_path / "ab")),
+                         ("segmentation", write_segmentation_folder(tmp_path / "seg"))):
+        bucket = _upload(s3_env, folder, "data")
+        remote = prepare_dataset(f"{task}:s3://{bucket}/data", tmp_path / f"{task}-s3", s3_endpoint_url=s3_env)
+        local = prepare_dataset(f"{task}:folder:{folder}", tmp_path / f"{task}-local")
+        assert remote["files"] == local["files"] and remote["task"] == task
+        assert remote["train_count"] == local["train_count"]

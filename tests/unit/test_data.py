@@ -227,7 +227,10 @@ def test_npz_missing_or_not_npz(tmp_path):
 
 @pytest.mark.parametrize("spec", ["mnist", "folder:", "s3://", "http://x/y", ""])
 def test_unknown_spec_lists_accepted_forms(spec):
-    _raises_one_line("expected one of: mnist5k, digits, folder:PATH, npz:PATH, s3://BUCKET/PREFIX", spec)
+    message = _raises_one_line("expected one of: mnist5k, digits, ", spec)
+    for form in ("folder:PATH", "npz:PATH", "s3://BUCKET/PREFIX", "edges2digits", "shapes", "paired:folder:PATH",
+                 "segmentation:folder:PATH"):
+        assert form in message
 
 
 @pytest.mark.parametrize("size", [0, -3, "32", True])

@@ -14,17 +14,41 @@ from components.training.checkpoint import TrainingState, load_family, save_chec
 from components.training.loop import run_phase
 
 SPEC = DataSpec(channels=1, image_size=8, num_classes=3)
+# translation families get data of their task: grey inputs to colour targets; 4-class label maps of colour images
+SPECS = {TaskKind.PAIRED_TRANSLATION: DataSpec(channels=3, image_size=16, num_classes=3, input_channels=1),
+         TaskKind.SEGMENTATION_TO_IMAGE: DataSpec(channels=3, image_size=16, num_classes=3, map_classes=4)}
 FAMILIES = family_names()
+
+
+def spec_for(name: str) -> DataSpec:
+    return SPECS.get(get_family(name).task, SPEC)
 
 
 def tiny(name: str):
     torch.manual_seed(0)
-    return build_family(name, SPEC, get_family(name).tiny)
+    return build_family(name, spec_for(name), get_family(name).tiny)
 
 
 def batch_for(family, n=6):
-    labels = torch.arange(n) % SPEC.num_classes if family.task is TaskKind.CLASS_CONDITIONAL else None
-    return ImageBatch(torch.rand(n, SPEC.channels, SPEC.image_size, SPEC.image_size) * 2 - 1, labels)
+    spec = family.spec
+    labels = torch.arange(n) % spec.num_classes if spec.num_classes else None
+    images = torch.rand(n, spec.channels, spec.image_size, spec.image_size) * 2 - 1
+    inputs = label_maps = None
+    if spec.input_channels:
+        inputs = torch.rand(n, spec.input_channels, spec.image_size, spec.image_size) * 2 - 1
+    if spec.map_classes:
+        label_maps = torch.randint(spec.map_classes, (n, spec.image_size, spec.image_size))
+    return ImageBatch(images, labels, inputs, label_maps)
+
+
+def conditions_for(family, n):
+    """Balanced classes for noise-to-image families, real inputs of a batch for translation families."""
+    torch.manual_seed(11)
+    return family.condition_of(batch_for(family, n)) if family.translates else family.sample_conditions(n)
+
+
+def image_shape(family, n):
+    return (n, family.spec.channels, family.spec.image_size, family.spec.image_size)
 
 
 def test_the_first_four_families_are_registered():
@@ -68,8 +92,8 @@ def test_each_phase_updates_only_its_modules_with_finite_losses(name):
 def test_generate_has_the_task_shape(name):
     family = tiny(name)
     family.nets.eval()
-    images = family.generate(5, family.sample_conditions(5))
-    assert images.shape == (5, SPEC.channels, SPEC.image_size, SPEC.image_size)
+    images = family.generate(5, conditions_for(family, 5))
+    assert images.shape == image_shape(family, 5)
     assert images.min() >= -1 and images.max() <= 1
 
 
@@ -84,7 +108,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(name, tmp_path):
     assert meta["family"] == name and meta["step"] == 3
     for f in (family, restored):
         f.nets.eval()
-    conditions = family.sample_conditions(4)
+    conditions = conditions_for(family, 4)
     torch.manual_seed(7)
     expected = family.generate(4, conditions)
     torch.manual_seed(7)
@@ -98,5 +122,5 @@ def test_exported_generator_takes_one_tensor_and_makes_task_shaped_images(name):
     exported = family.export_generator()
     with torch.no_grad():
         images = exported(exported.example_inputs(4))
-    assert images.shape == (4, SPEC.channels, SPEC.image_size, SPEC.image_size)
+    assert images.shape == image_shape(family, 4)
     assert torch.isfinite(images).all()
