@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench clean
+.PHONY: run test test-slow test-all test-fast bench clean
 
 # torch first, pinned: an unpinned torch (or any package that asks for one) pulls CUDA builds.
 $(STAMP): pyproject.toml
@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/ganzoo run --params params.yaml
 
+# The suite (under 20 minutes on 2 cores): unit, contract and integration tests, except those marked slow.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# The slow integration tests (whole flow runs over the zoo, worker kills, multi-node, serve, submit); CI runs them too.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests
+
+test-all: test test-slow
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests

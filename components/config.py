@@ -102,6 +102,7 @@ class EvaluationConfig(_Section):
     seed: AnyInt = 0
     inception_weights: OptionalText = None  # a local torch-fidelity Inception-v3 file; null trains a domain CNN
     extractor_epochs: PositiveInt = 3
+    segmenter_epochs: PositiveInt = 4  # the segmentation-consistency segmenter of segmentation-to-image data
     cache_dir: Text = ".ganzoo-cache"  # domain extractors, one per data version
     reports_dir: Text = "reports"  # per family: training.json, metrics.json, samples.png, losses.png
     kid_subsets: PositiveInt = 50

@@ -71,7 +71,7 @@ def evaluate_translation(family: Family, prepared: PreparedDataset, extractor: F
     if family.task is TaskKind.PAIRED_TRANSLATION:
         scores.update(paired_scores(outputs, targets, to_unit_range(prepared.inputs[rows])))
     if family.task is TaskKind.SEGMENTATION_TO_IMAGE:
-        segmenter = load_or_train_segmenter(prepared, data_version, cfg.cache_dir, cfg.seed)
+        segmenter = load_or_train_segmenter(prepared, data_version, cfg.cache_dir, cfg.seed, cfg.segmenter_epochs)
         scores.update(segmentation_scores(segmenter, outputs, prepared.label_maps[rows], cfg.batch_size))
         scores["segmenter_miou_real"], scores["segmenter_accuracy_real"] = segmenter.held_out_scores
     if conditions and isinstance(conditions[0], ExemplarCondition):
@@ -227,11 +227,12 @@ def train_segmenter(prepared: PreparedDataset, seed: int, epochs: int = SEGMENTE
 
 
 def load_or_train_segmenter(prepared: PreparedDataset, data_version: str, cache_dir: str | Path,
-                            seed: int) -> Segmenter:
+                            seed: int, epochs: int = SEGMENTER_EPOCHS) -> Segmenter:
     """The segmenter of ``data_version``: loaded from ``cache_dir``, or trained once and cached there."""
-    directory = Path(cache_dir) / f"segmenter-{re.sub(r'[^A-Za-z0-9._-]', '_', data_version)}-{seed}"
+    version = re.sub(r'[^A-Za-z0-9._-]', '_', data_version)
+    directory = Path(cache_dir) / f"segmenter-{version}-seed{seed}-epochs{epochs}"
     if not directory.exists():
-        segmenter = train_segmenter(prepared, seed)
+        segmenter = train_segmenter(prepared, seed, epochs)
         segmenter.meta["data_version"] = data_version
         _write(segmenter, directory)
     return _load(directory, prepared, data_version)
