@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,5 +167,10 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of the error, and the worker's own exception line when Ray wraps one."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    cause = [line.strip() for line in lines[1:] if re.match(r"^\s*[A-Za-z_.]*(Error|Exception)\b.*:", line)]
+    return f"{lines[0]} {cause[-1]}" if cause and cause[-1] not in lines[0] else lines[0]

@@ -58,7 +58,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         done = step + 1
         state.step = done
         if done % settings.sample_every == 0 and rank == 0 and config.get("samples_dir"):
-            save_image_grid(*_grid(family, sampler), Path(config["samples_dir"]) / f"step_{done:07d}.png")
+            images, per_row = _grid(family, sampler)
+            save_image_grid(images, Path(config["samples_dir"]) / f"step_{done:07d}.png", per_row)
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             metrics = progress.metrics(done, logs)
             _report_checkpoint(family, optimizers, sampler, state, settings, metrics, progress.history, rank, world)
@@ -97,7 +98,8 @@ def _report_checkpoint(family: Family, optimizers: dict, sampler: ShardSampler, 
         return
     with tempfile.TemporaryDirectory(prefix="ganzoo-ckpt-") as tmp:
         state.rng = {"ranks": ranks}
-        save_image_grid(*_grid(family, sampler), Path(tmp) / "samples.png")
+        images, per_row = _grid(family, sampler)
+        save_image_grid(images, Path(tmp) / "samples.png", per_row)
         (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
         save_checkpoint(tmp, family, optimizers, state,
                         extra={**settings.meta, "worker_nodes": [node for _, node in gathered]})

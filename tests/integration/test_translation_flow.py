@@ -77,7 +77,7 @@ def test_pix2pix_beats_copying_the_input_on_edges2digits(ray_cluster, tmp_path, 
     from flows.retrain import retrain
 
     project = make_project(tmp_path, monkeypatch, "edges2digits", PAIRED_ZOO,
-                           {"steps": 150, "batch_size": 16, "checkpoint_every": 150, "sample_every": 150})
+                           {"steps": 300, "batch_size": 32, "checkpoint_every": 300, "sample_every": 300})
     rows = retrain(params_path=str(project / "params.yaml"))
     assert [(r["family"], r["status"]) for r in rows] == [("pix2pix", "finished")], rows
     metrics = metrics_of(project, "pix2pix")
