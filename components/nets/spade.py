@@ -37,7 +37,8 @@ class SPADE(nn.Module):
         return self.norm(x) * (1 + gamma) + beta
 
     def modulation(self, condition_map: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        condition_map = F.interpolate(condition_map, size=size, mode="nearest")
+        if condition_map.shape[-2:] != size:  # a no-op resize still copies the map, in every SPADE layer
+            condition_map = F.interpolate(condition_map, size=size, mode="nearest")
         hidden = self.shared(condition_map)
         return self.gamma(hidden), self.beta(hidden)
 
