@@ -57,14 +57,12 @@ gets its style.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.nn.utils import remove_spectral_norm, spectral_norm
-from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils import spectral_norm
 
 from components import losses
 from components.errors import ConfigError, DataError
@@ -72,7 +70,7 @@ from components.families import register
 from components.families.base import (DataSpec, ExemplarCondition, Family, ImageBatch, LossResult, Networks, Phase,
                                       TaskKind, TranslationExport, one_hot_maps, rank_mean, unwrap)
 from components.nets.patchgan import MultiScaleDiscriminator
-from components.nets.spade import SPADE, frozen_spectral_norm, upsampling_plan
+from components.nets.spade import SPADE, frozen_spectral_norm, spectral_norms_folded, upsampling_plan
 
 
 # --- pure functions of the method -----------------------------------------------------------------
@@ -430,10 +428,7 @@ class SEAN(Family):
 
     def export_generator(self) -> "SEANExport":
         """A snapshot of G in eval mode, its spectral norms folded into plain weights (the eval forward's own)."""
-        snapshot = copy.deepcopy(unwrap(self.nets["G"])).eval()
-        for module in snapshot.modules():
-            if any(isinstance(hook, SpectralNorm) for hook in module._forward_pre_hooks.values()):
-                remove_spectral_norm(module)
+        snapshot = spectral_norms_folded(unwrap(self.nets["G"])).eval()
         return SEANExport(ExemplarTranslator(snapshot, self.spec.map_classes, self.spec.channels), self.spec).eval()
 
 

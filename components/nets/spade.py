@@ -9,12 +9,14 @@ noise concatenated to it; SEAN replaces the modulation (``components/families/se
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 from typing import Iterator
 
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.nn.utils import spectral_norm
+from torch.nn.utils import remove_spectral_norm, spectral_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 
@@ -134,3 +136,13 @@ def frozen_spectral_norm(*modules: nn.Module) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.training = True
+
+
+def spectral_norms_folded(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` whose spectral-normed layers hold W / sigma (their eval-mode weight) as plain
+    parameters: an exported generator then traces without spectral norm's hooks."""
+    network = copy.deepcopy(network)
+    for module in network.modules():
+        if any(isinstance(hook, SpectralNorm) for hook in module._forward_pre_hooks.values()):
+            remove_spectral_norm(module)
+    return network
