@@ -34,9 +34,14 @@ class RawImages:
 
     ``images`` are what a generator learns to produce. Paired data also holds
     ``inputs`` (the A side of A -> B); segmentation data holds ``label_maps``,
-    one class index of ``map_classes`` per pixel of each image. ``train_count``
-    splits the rows: the first ``train_count`` train, the rest are held out for
-    evaluation (None: every row trains, as for noise-to-image data).
+    one class index of ``map_classes`` per pixel of each image. Unpaired and
+    multi-domain data hold ``domains`` (each image's domain of ``domain_names``;
+    unpaired: 0 = A, 1 = B) and/or ``attributes`` (0/1 per image and attribute
+    of ``attribute_names``); ``attribute_mask`` marks which attributes a row's
+    dataset defines when datasets with different label sets are combined, whose
+    sizes ``label_sets`` lists. ``train_count`` splits the rows: the first
+    ``train_count`` train, the rest are held out for evaluation (None: every
+    row trains, as for noise-to-image data).
     """
 
     images: np.ndarray  # uint8 (N, C, H, W), C in {1, 3}
@@ -47,13 +52,24 @@ class RawImages:
     label_maps: np.ndarray | None = None  # uint8 (N, H, W) in 0..M-1
     map_classes: list[str] = field(default_factory=list)  # M names, [] without label maps
     train_count: int | None = None
+    domains: np.ndarray | None = None  # int64 (N,) in 0..D-1
+    domain_names: list[str] = field(default_factory=list)  # D names
+    attributes: np.ndarray | None = None  # uint8 (N, A) of 0/1
+    attribute_names: list[str] = field(default_factory=list)  # A names
+    attribute_mask: np.ndarray | None = None  # uint8 (N, A) of 0/1; None: every row defines every attribute
+    label_sets: list[int] = field(default_factory=list)  # attributes per combined dataset; [] is one set
 
     @property
     def task(self) -> str:
-        """``paired``, ``segmentation`` or ``images``: the data shape translation families ask for."""
+        """``paired``, ``segmentation``, ``unpaired``, ``multi_domain`` or ``images``: the data shape
+        translation families ask for."""
         if self.inputs is not None:
             return "paired"
-        return "segmentation" if self.label_maps is not None else "images"
+        if self.label_maps is not None:
+            return "segmentation"
+        if self.attributes is not None or (self.domains is not None and len(self.domain_names) > 2):
+            return "multi_domain"
+        return "unpaired" if self.domains is not None else "images"
 
 
 def read_source(spec: str, image_size: int | None = None, s3_endpoint_url: str | None = None) -> RawImages:

@@ -10,7 +10,7 @@ import pkgutil
 from typing import Any
 
 from components.errors import ConfigError
-from components.families.base import (DataSpec, ExemplarCondition, Family, ImageBatch, Phase, RealSplit, TaskKind,
+from components.families.base import (DataSpec, DomainCondition, ExemplarCondition, Family, ImageBatch, Phase, RealSplit, TaskKind,
                                       one_hot_maps)
 
 _REGISTRY: dict[str, type[Family]] = {}
@@ -58,5 +58,5 @@ def build_family(name: str, spec: DataSpec, overrides: dict[str, Any] | None = N
     return cls(build_family_config(cls, dict(overrides or {}), f"overrides.{name}"), spec)
 
 
-__all__ = ["DataSpec", "ExemplarCondition", "Family", "ImageBatch", "Phase", "RealSplit", "TaskKind", "build_family", "family_names",
+__all__ = ["DataSpec", "DomainCondition", "ExemplarCondition", "Family", "ImageBatch", "Phase", "RealSplit", "TaskKind", "build_family", "family_names",
            "get_family", "one_hot_maps", "register"]

@@ -43,6 +43,9 @@ class DataSpec:
     num_classes: int = 0
     input_channels: int = 0  # paired translation: channels of the source images
     map_classes: int = 0  # segmentation-to-image: classes of the label maps
+    num_domains: int = 0  # unpaired (2: A and B) and multi-domain translation: single-label domains
+    num_attributes: int = 0  # multi-domain translation: binary attributes per image (all label sets together)
+    label_sets: tuple[int, ...] = ()  # attributes per combined dataset (StarGAN's mask vector); () is one set
 
 
 @dataclass
@@ -59,12 +62,16 @@ class ImageBatch:
     labels: Tensor | None = None  # int64, N
     inputs: Tensor | None = None  # float32 in [-1, 1], N x C_in x H x W
     label_maps: Tensor | None = None  # int64, N x H x W
+    domains: Tensor | None = None  # int64, N: each image's domain (unpaired: 0 = A, 1 = B)
+    attributes: Tensor | None = None  # float32 0/1, N x A: each image's attributes
+    attribute_mask: Tensor | None = None  # float32 0/1, N x A: 1 where the image's dataset defines the attribute
 
     def to(self, device: torch.device) -> "ImageBatch":
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return ImageBatch(move(self.images), move(self.labels), move(self.inputs), move(self.label_maps))
+        return ImageBatch(move(self.images), move(self.labels), move(self.inputs), move(self.label_maps),
+                          move(self.domains), move(self.attributes), move(self.attribute_mask))
 
     def __len__(self) -> int:
         return self.images.size(0)
@@ -92,6 +99,34 @@ class ExemplarCondition:
     def to(self, device: torch.device) -> "ExemplarCondition":
         return ExemplarCondition(self.label_maps.to(device), self.exemplars.to(device),
                                  self.exemplar_label_maps.to(device))
+
+
+@dataclass(frozen=True)
+class DomainCondition:
+    """What unpaired and multi-domain families translate: source images, where they are from, where to.
+
+    ``source`` and ``target`` are both domain indices (int64 N) or both
+    attribute vectors (float N x A, 0/1; RelGAN takes target - source as its
+    relative attributes). ``references``, when given, are images of the target
+    domain whose style reference-guided families (MUNIT, StarGAN v2) copy;
+    without them those families sample a style code.
+    """
+
+    images: Tensor  # float32 in [-1, 1], N x C x H x W
+    source: Tensor
+    target: Tensor
+    references: Tensor | None = None  # float32 in [-1, 1], N x C x H x W
+
+    def __len__(self) -> int:
+        return self.images.size(0)
+
+    def __getitem__(self, index: slice) -> "DomainCondition":
+        refs = None if self.references is None else self.references[index]
+        return DomainCondition(self.images[index], self.source[index], self.target[index], refs)
+
+    def to(self, device: torch.device) -> "DomainCondition":
+        refs = None if self.references is None else self.references.to(device)
+        return DomainCondition(self.images.to(device), self.source.to(device), self.target.to(device), refs)
 
 
 def one_hot_maps(label_maps: Tensor, num_classes: int) -> Tensor:
@@ -184,6 +219,13 @@ class Family(ABC):
         if cls.task is TaskKind.PAIRED_TRANSLATION and spec.input_channels == 0:
             raise ConfigError(f"family {cls.name} translates paired images and needs paired data "
                               "(data.source: edges2digits, colorize or paired:folder:PATH)")
+        if cls.task is TaskKind.UNPAIRED_TRANSLATION and spec.num_domains != 2:
+            raise ConfigError(f"family {cls.name} translates between two domains and needs unpaired data with "
+                              f"domains A and B (data.source: digits2colored or unpaired:folder:PATH); the data has "
+                              f"{spec.num_domains} domains")
+        if cls.task is TaskKind.MULTI_DOMAIN_TRANSLATION and spec.num_domains < 2 and spec.num_attributes < 1:
+            raise ConfigError(f"family {cls.name} translates between domains and needs data with domains or "
+                              "attributes (data.source: digit_domains, domains:folder:PATH or attributes:folder:PATH)")
         if cls.task is TaskKind.SEGMENTATION_TO_IMAGE and spec.map_classes < 2:
             raise ConfigError(f"family {cls.name} synthesises images from label maps and needs segmentation data "
                               "(data.source: shapes, shapes64 or segmentation:folder:PATH)")
@@ -224,7 +266,14 @@ class Family(ABC):
             return batch.inputs
         if self.task is TaskKind.SEGMENTATION_TO_IMAGE:
             return batch.label_maps
+        if self.task in (TaskKind.UNPAIRED_TRANSLATION, TaskKind.MULTI_DOMAIN_TRANSLATION):
+            return domain_condition_of(batch, self.spec, self.conditions_on_attributes)
         return self.sample_conditions(len(batch))
+
+    @property
+    def conditions_on_attributes(self) -> bool:
+        """True when ``generate``'s DomainCondition carries attribute vectors, False for domain indices."""
+        return False
 
     @property
     def translates(self) -> bool:
@@ -253,6 +302,29 @@ class Family(ABC):
             raise NotImplementedError(f"family {self.name} must define export_generator for task {self.task.value}")
         num_classes = self.spec.num_classes if self.task is TaskKind.CLASS_CONDITIONAL else 0
         return ExportedGenerator(self.nets["G"], self.config.z_dim, num_classes)
+
+
+def domain_condition_of(batch: ImageBatch, spec: DataSpec, attributes: bool = False) -> DomainCondition:
+    """Each image to the next domain (A <-> B for unpaired data), or (``attributes``) to the attributes of the
+    next row, with a reference image of that target from the batch where one exists (else the next row's)."""
+    if not attributes:
+        if batch.domains is None or spec.num_domains < 2:
+            raise ValueError("domain_condition_of: the batch has no domains")
+        target = (batch.domains + 1) % spec.num_domains
+        return DomainCondition(batch.images, batch.domains, target, batch.images[reference_rows(batch.domains, target)])
+    if batch.attributes is None:
+        raise ValueError("domain_condition_of: the batch has no attributes")
+    return DomainCondition(batch.images, batch.attributes, torch.roll(batch.attributes, 1, 0),
+                           torch.roll(batch.images, 1, 0))
+
+
+def reference_rows(domains: Tensor, target: Tensor) -> Tensor:
+    """For each row, the first other row of the batch whose domain is the row's target (itself when none is)."""
+    match = domains.view(1, -1) == target.view(-1, 1)  # [i, j]: row j is of row i's target domain
+    match.fill_diagonal_(False)
+    found = match.any(dim=1)
+    first = match.float().argmax(dim=1)
+    return torch.where(found, first, torch.arange(len(domains), device=domains.device))
 
 
 class TranslationExport(nn.Module):

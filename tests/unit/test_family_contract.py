@@ -16,7 +16,11 @@ from components.training.loop import run_phase
 SPEC = DataSpec(channels=1, image_size=8, num_classes=3)
 # translation families get data of their task: grey inputs to colour targets; 4-class label maps of colour images
 SPECS = {TaskKind.PAIRED_TRANSLATION: DataSpec(channels=3, image_size=16, num_classes=3, input_channels=1),
-         TaskKind.SEGMENTATION_TO_IMAGE: DataSpec(channels=3, image_size=16, num_classes=3, map_classes=4)}
+         TaskKind.SEGMENTATION_TO_IMAGE: DataSpec(channels=3, image_size=16, num_classes=3, map_classes=4),
+         TaskKind.UNPAIRED_TRANSLATION: DataSpec(channels=3, image_size=16, num_classes=3, num_domains=2),
+         # multi-domain data has single-label domains (colour) and multi-label attributes (colour, stroke, ...)
+         TaskKind.MULTI_DOMAIN_TRANSLATION: DataSpec(channels=3, image_size=16, num_classes=3, num_domains=3,
+                                                     num_attributes=5)}
 FAMILIES = family_names()
 
 
@@ -38,7 +42,12 @@ def batch_for(family, n=6):
         inputs = torch.rand(n, spec.input_channels, spec.image_size, spec.image_size) * 2 - 1
     if spec.map_classes:
         label_maps = torch.randint(spec.map_classes, (n, spec.image_size, spec.image_size))
-    return ImageBatch(images, labels, inputs, label_maps)
+    domains = torch.arange(n) % spec.num_domains if spec.num_domains else None  # balanced, as the sampler draws
+    attributes = mask = None
+    if spec.num_attributes:
+        attributes = torch.randint(2, (n, spec.num_attributes)).float()
+        mask = torch.ones(n, spec.num_attributes)
+    return ImageBatch(images, labels, inputs, label_maps, domains, attributes, mask)
 
 
 def conditions_for(family, n):
