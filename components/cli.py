@@ -48,7 +48,7 @@ def prepare(params_file: Path = ParamsOption, sets: Optional[List[str]] = SetOpt
 
     params = _load(params_file, sets)
     d = params.data
-    manifest = prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url)
+    manifest = prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url, d.attributes)
     typer.echo(f"prepared {manifest['count']} images {manifest['shape'][1:]} from {d.source} into {d.prepared_dir}")
 
 

@@ -64,6 +64,10 @@ class DataConfig(_Section):
     ] = None
     prepared_dir: Text = "data/prepared"
     s3_endpoint_url: OptionalText = None
+    # an attribute table's columns to use, in order (StarGAN's selected attributes); null: every column
+    attributes: Annotated[list[str] | None, _checked(
+        lambda v: v is None or (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)),
+        "null or a non-empty list of attribute names")] = None
     name: OptionalText = None  # names registered models <name>-<family>; null derives it from the source
     dvc_remote: Text = ".dvc-remote"  # local directory (relative to the project root) or s3://bucket/prefix
     dvc_remote_endpoint_url: OptionalText = None
@@ -149,6 +153,8 @@ class Params(_Section):
         cfg = dataclasses.asdict(self.family_config(family))
         train = self.train.model_dump(include={"steps", "batch_size", "workers", "seed"})
         data = self.data.model_dump(include={"source", "image_size"})
+        if self.data.attributes is not None:  # only when set: the hashes of runs without it stay as they were
+            data["attributes"] = self.data.attributes
         blob = json.dumps({"family": family, "config": cfg, "train": train, "data": data},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -134,7 +134,7 @@ def prepare_data(params: Params) -> dict[str, Any]:
     from components.data import prepare_dataset
 
     d = params.data
-    return prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url)
+    return prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url, d.attributes)
 
 
 def version_data(params: Params, project_root: Path) -> dict[str, Any]:

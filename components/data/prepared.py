@@ -37,6 +37,9 @@ class PreparedDataset:
     manifest: dict
     inputs: np.ndarray | None = None  # uint8 (N, C_in, H, W): paired translation's A side
     label_maps: np.ndarray | None = None  # uint8 (N, H, W): segmentation classes per pixel
+    domains: np.ndarray | None = None  # int64 (N,): unpaired / multi-domain
+    attributes: np.ndarray | None = None  # uint8 (N, A) of 0/1
+    attribute_mask: np.ndarray | None = None  # uint8 (N, A): which attributes each row's dataset defines
 
     @property
     def task(self) -> str:
@@ -46,6 +49,18 @@ class PreparedDataset:
     @property
     def map_classes(self) -> list[str]:
         return list(self.manifest.get("map_classes", []))
+
+    @property
+    def domain_names(self) -> list[str]:
+        return list(self.manifest.get("domain_names", []))
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.manifest.get("attribute_names", []))
+
+    @property
+    def label_sets(self) -> list[int]:
+        return list(self.manifest.get("label_sets", []))
 
     @property
     def input_channels(self) -> int:
@@ -87,10 +102,12 @@ def _data_hash(files: dict[str, str]) -> str:
 
 
 def prepare_dataset(
-    spec: str, out_dir: str | Path, image_size: int | None = None, s3_endpoint_url: str | None = None
+    spec: str, out_dir: str | Path, image_size: int | None = None, s3_endpoint_url: str | None = None,
+    attributes: list[str] | None = None,
 ) -> dict:
     """Read ``spec`` and write it as a prepared dataset at ``out_dir``; returns the manifest."""
-    return write_prepared(read_source(spec, image_size=image_size, s3_endpoint_url=s3_endpoint_url), out_dir)
+    raw = read_source(spec, image_size=image_size, s3_endpoint_url=s3_endpoint_url, attributes=attributes)
+    return write_prepared(raw, out_dir)
 
 
 def write_prepared(raw: RawImages, out_dir: str | Path) -> dict:
@@ -140,8 +157,19 @@ def _check_translation(raw: RawImages) -> None:
         if len(raw.map_classes) < 2 or int(maps.max()) >= len(raw.map_classes):
             raise DataError(f"{raw.source}: label maps hold class {int(maps.max())}; "
                             f"{len(raw.map_classes)} map classes are declared")
-    if raw.inputs is not None and raw.label_maps is not None:
-        raise DataError(f"{raw.source}: both inputs and label maps; expected one translation task per dataset")
+    if raw.domains is not None and (raw.domains.dtype.kind not in "iu" or raw.domains.shape != (n,) or
+                                    raw.domains.min() < 0 or raw.domains.max() >= len(raw.domain_names)):
+        raise DataError(f"{raw.source}: domains do not match the images and {len(raw.domain_names)} domain names")
+    for name, array in (("attributes", raw.attributes), ("attribute mask", raw.attribute_mask)):
+        if array is not None and (array.dtype != np.uint8 or array.shape != (n, len(raw.attribute_names))
+                                  or array.max(initial=0) > 1):
+            raise DataError(f"{raw.source}: {name} are {array.dtype} {array.shape}; expected 0/1 uint8 "
+                            f"{n},{len(raw.attribute_names)}")
+    if raw.label_sets and sum(raw.label_sets) != len(raw.attribute_names):
+        raise DataError(f"{raw.source}: label sets {raw.label_sets} do not add up to {len(raw.attribute_names)} "
+                        "attributes")
+    if sum(x is not None for x in (raw.inputs, raw.label_maps, raw.domains if raw.attributes is None else raw.attributes)) > 1:
+        raise DataError(f"{raw.source}: inputs, label maps and domains mixed; expected one translation task per dataset")
     if raw.train_count is not None and not 0 < raw.train_count <= n:
         raise DataError(f"{raw.source}: train_count {raw.train_count}; expected 1..{n}")
 
@@ -154,6 +182,12 @@ def _write_files(raw: RawImages, directory: Path) -> dict:
         arrays["inputs.npy"] = np.ascontiguousarray(raw.inputs)
     if raw.label_maps is not None:
         arrays["label_maps.npy"] = np.ascontiguousarray(raw.label_maps)
+    if raw.domains is not None:
+        arrays["domains.npy"] = np.ascontiguousarray(raw.domains, dtype=np.int64)
+    if raw.attributes is not None:
+        arrays["attributes.npy"] = np.ascontiguousarray(raw.attributes)
+    if raw.attribute_mask is not None:
+        arrays["attribute_mask.npy"] = np.ascontiguousarray(raw.attribute_mask)
     for name, array in arrays.items():
         _write(directory / name, lambda f, a=array: np.save(f, a, allow_pickle=False))
     counts = np.bincount(raw.labels, minlength=len(raw.class_names)) if raw.labels is not None else []
@@ -169,7 +203,8 @@ def _write_files(raw: RawImages, directory: Path) -> dict:
     if raw.task != "images":
         manifest.update(task=raw.task, train_count=int(raw.train_count or len(raw.images)),
                         input_shape=[int(d) for d in raw.inputs.shape] if raw.inputs is not None else None,
-                        map_classes=list(raw.map_classes))
+                        map_classes=list(raw.map_classes), domain_names=list(raw.domain_names),
+                        attribute_names=list(raw.attribute_names), label_sets=[int(k) for k in raw.label_sets])
     text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
     _write(directory / MANIFEST, lambda f: f.write(text.encode("utf-8")))
     return manifest
@@ -226,7 +261,16 @@ def load_prepared(prepared_dir: str | Path, verify: bool = True) -> PreparedData
     if "label_maps.npy" in files:
         n, _, h, w = manifest["shape"]
         label_maps = _load_array(prepared_dir / "label_maps.npy", np.uint8, (n, h, w))
-    return PreparedDataset(images, labels, manifest, inputs, label_maps)
+    n = manifest["count"]
+    domains = attributes = attribute_mask = None
+    if "domains.npy" in files:
+        domains = _load_array(prepared_dir / "domains.npy", np.int64, (n,))
+    width = len(manifest.get("attribute_names", []))
+    if "attributes.npy" in files:
+        attributes = _load_array(prepared_dir / "attributes.npy", np.uint8, (n, width))
+    if "attribute_mask.npy" in files:
+        attribute_mask = _load_array(prepared_dir / "attribute_mask.npy", np.uint8, (n, width))
+    return PreparedDataset(images, labels, manifest, inputs, label_maps, domains, attributes, attribute_mask)
 
 
 def _read_manifest(path: Path) -> dict:
@@ -243,10 +287,12 @@ def _read_manifest(path: Path) -> dict:
     if not isinstance(files, dict) or "images.npy" not in files or ("labels.npy" in files) != bool(manifest["classes"]):
         raise DataError(f"{path}: 'files' must list images.npy, and labels.npy exactly when there are classes")
     task = manifest.get("task", "images")
-    needs = {"images": set(), "paired": {"inputs.npy"}, "segmentation": {"label_maps.npy"}}.get(task)
+    needs = {"images": set(), "paired": {"inputs.npy"}, "segmentation": {"label_maps.npy"},
+             "unpaired": {"domains.npy"}, "multi_domain": set()}.get(task)
     if needs is None or not needs <= files.keys() or (task == "paired" and "input_shape" not in manifest):
         raise DataError(f"{path}: task {task!r} with files {sorted(files)}; expected images (no extra files), "
-                        "paired (inputs.npy, input_shape) or segmentation (label_maps.npy)")
+                        "paired (inputs.npy, input_shape), segmentation (label_maps.npy), unpaired (domains.npy) "
+                        "or multi_domain")
     return manifest
 
 

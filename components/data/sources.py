@@ -15,9 +15,15 @@ from PIL import Image
 from components.data.images import resize_images
 from components.errors import DataError
 
-ACCEPTED = ("mnist5k, digits, edges2digits, colorize, shapes, shapes64, folder:PATH, npz:PATH, s3://BUCKET/PREFIX, "
-            "paired:folder:PATH, paired:s3://..., segmentation:folder:PATH, segmentation:s3://...")
+ACCEPTED = ("mnist5k, digits, edges2digits, colorize, shapes, shapes64, digits2colored, digit_domains, folder:PATH, "
+            "npz:PATH, s3://BUCKET/PREFIX, paired:folder:PATH, segmentation:folder:PATH, unpaired:folder:PATH, "
+            "domains:folder:PATH, attributes:folder:PATH (each also with s3://... for folder:PATH), "
+            "combine:SPEC + SPEC")
 DERIVED = ("edges2digits", "colorize", "shapes", "shapes64")
+DERIVED_DOMAINS = ("digits2colored", "digit_domains")
+LAYOUTS = ("paired", "segmentation", "unpaired", "domains", "attributes")
+ATTRIBUTES_FILE = "attributes.csv"  # attribute layout: file name, then one 0/1 column per attribute
+COMBINE_SEPARATOR = " + "
 PAIRED_SPLITS = ("train", "val", "test")  # pix2pix's layout: side-by-side AB images; train trains, the rest held out
 CLASS_NAMES_FILE = "classes.txt"  # segmentation layout: one label-map class name per line, index = line number
 HELD_OUT_FRACTION = 0.1  # of a segmentation folder (sorted by name): the last tenth is held out
@@ -72,17 +78,31 @@ class RawImages:
         return "unpaired" if self.domains is not None else "images"
 
 
-def read_source(spec: str, image_size: int | None = None, s3_endpoint_url: str | None = None) -> RawImages:
-    """Read the source named by ``spec``; resize to image_size x image_size when given."""
+def read_source(spec: str, image_size: int | None = None, s3_endpoint_url: str | None = None,
+                attributes: list[str] | None = None) -> RawImages:
+    """Read the source named by ``spec``; resize to image_size x image_size when given.
+
+    ``attributes`` selects (and orders) the columns of an attribute table (StarGAN's selected attributes).
+    """
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise DataError(f"image_size {image_size!r}: expected a positive integer")
-    if spec.startswith(("paired:", "segmentation:")):
+    if spec.startswith("combine:"):
+        return _combine(spec, image_size, s3_endpoint_url, attributes)
+    if spec.split(":", 1)[0] in LAYOUTS and ":" in spec:
         task, _, inner = spec.partition(":")
         store = _store_for(inner, s3_endpoint_url)
         if store is None:
             raise DataError(f"unknown data source {spec!r}; expected {task}:folder:PATH or {task}:s3://BUCKET/PREFIX")
-        read = _read_paired if task == "paired" else _read_segmentation
+        if task == "attributes":
+            return _read_attributes(store, spec, image_size, attributes)
+        read = {"paired": _read_paired, "segmentation": _read_segmentation, "unpaired": _read_unpaired,
+                "domains": _read_domains}[task]
         return read(store, spec, image_size)
+    if spec in DERIVED_DOMAINS:
+        from components.data import derived_domains
+
+        builder = derived_domains.digits2colored if spec == "digits2colored" else derived_domains.digit_domains
+        return _renamed(builder(size=image_size or 32), spec)
     if spec in DERIVED:
         from components.data import derived
 
@@ -452,3 +472,159 @@ def _cat(store: _Store, paths: list[str]) -> list[bytes]:
 
 def _decode_all(store: _Store, paths: list[str]) -> list[np.ndarray]:
     return [_decode(data, store.url(path)) for path, data in zip(paths, _cat(store, paths))]
+
+
+# Unpaired and multi-domain layouts: CycleGAN's trainA/trainB, a folder per domain, an attribute table
+
+
+def _held_out_tail(count: int) -> int:
+    """Rows held out at the end of a domain without its own test folder: a tenth, at least one."""
+    return max(1, round(HELD_OUT_FRACTION * count)) if count > 1 else 0
+
+
+def _domain_members(store: _Store, folder: str) -> list[str]:
+    subdirs, members = _list(store, folder)
+    if subdirs:
+        raise DataError(f"{store.url(subdirs[0])}: nested folder; expected only image files in {store.url(folder)}")
+    if not members:
+        raise DataError(f"{store.url(folder)}: empty domain folder; expected .png/.jpg/.jpeg images")
+    return members
+
+
+def _domain_rows(domain_paths: list[tuple[list[str], list[str]]]) -> tuple[list[str], list[int], int]:
+    """(paths, domain per path, train count): every domain's training images first, then the held-out ones."""
+    train, held = [], []
+    for d, (train_paths, test_paths) in enumerate(domain_paths):
+        if not test_paths:
+            tail = _held_out_tail(len(train_paths))
+            train_paths, test_paths = train_paths[:len(train_paths) - tail], train_paths[len(train_paths) - tail:]
+        train += [(p, d) for p in train_paths]
+        held += [(p, d) for p in test_paths]
+    rows = train + held
+    return [p for p, _ in rows], [d for _, d in rows], len(train)
+
+
+def _read_unpaired(store: _Store, spec: str, image_size: int | None) -> RawImages:
+    """CycleGAN's layout: ``trainA/``, ``trainB/`` and optional ``testA/``, ``testB/`` (held out)."""
+    dirs, files = _list(store, store.root)
+    folders = {d.rsplit("/", 1)[-1]: d for d in dirs}
+    allowed = {"trainA", "trainB", "testA", "testB"}
+    if files or not {"trainA", "trainB"} <= set(folders) or set(folders) - allowed:
+        raise DataError(f"{store.url(store.root)}: expected the CycleGAN layout: trainA/ and trainB/ (and optional "
+                        f"testA/, testB/), found {sorted(folders) + [f.rsplit('/', 1)[-1] for f in files]}")
+    per_domain = [(_domain_members(store, folders[f"train{x}"]),
+                   _domain_members(store, folders[f"test{x}"]) if f"test{x}" in folders else []) for x in "AB"]
+    paths, domains, train_count = _domain_rows(per_domain)
+    images = _read_images(store, paths, image_size)
+    return RawImages(images, None, [], spec, train_count=train_count, domains=np.array(domains, dtype=np.int64),
+                     domain_names=["A", "B"])
+
+
+def _read_domains(store: _Store, spec: str, image_size: int | None) -> RawImages:
+    """One folder per domain; the last tenth of each (by name) is held out."""
+    dirs, files = _list(store, store.root)
+    if files or len(dirs) < 2:
+        raise DataError(f"{store.url(store.root)}: expected one folder per domain (at least 2), found "
+                        f"{len(dirs)} folders and {len(files)} files")
+    paths, domains, train_count = _domain_rows([(_domain_members(store, d), []) for d in dirs])
+    images = _read_images(store, paths, image_size)
+    return RawImages(images, None, [], spec, train_count=train_count, domains=np.array(domains, dtype=np.int64),
+                     domain_names=[d.rsplit("/", 1)[-1] for d in dirs])
+
+
+def _read_attributes(store: _Store, spec: str, image_size: int | None, selected: list[str] | None) -> RawImages:
+    """``images/`` and ``attributes.csv`` (file name, then one 0/1 column per attribute, a header row first)."""
+    dirs, files = _list(store, store.root, allowed=(ATTRIBUTES_FILE,))
+    folders = {d.rsplit("/", 1)[-1]: d for d in dirs}
+    table = [f for f in files if f.rsplit("/", 1)[-1] == ATTRIBUTES_FILE]
+    if "images" not in folders or not table:
+        raise DataError(f"{store.url(store.root)}: expected images/ and {ATTRIBUTES_FILE} (file name, then one 0/1 "
+                        "column per attribute)")
+    names, rows = _attribute_table(store, table[0])
+    columns = _selected_columns(names, selected, store.url(table[0]))
+    image_paths = _list(store, folders["images"])[1]
+    by_name = {p.rsplit("/", 1)[-1]: p for p in image_paths}
+    for file_name in rows:
+        if file_name not in by_name:
+            raise DataError(f"{store.url(table[0])}: row {file_name!r} names no image in {store.url(folders['images'])}")
+    missing = [p for p in image_paths if p.rsplit("/", 1)[-1] not in rows]
+    if missing:
+        raise DataError(f"{store.url(missing[0])}: no row in {store.url(table[0])}; expected one per image")
+    ordered = sorted(rows)
+    paths = [by_name[name] for name in ordered]
+    attributes = np.array([[rows[name][c] for c in columns] for name in ordered], dtype=np.uint8)
+    tail = _held_out_tail(len(paths))
+    return RawImages(_read_images(store, paths, image_size), None, [], spec, train_count=len(paths) - tail,
+                     attributes=attributes, attribute_names=[names[c] for c in columns])
+
+
+def _attribute_table(store: _Store, path: str) -> tuple[list[str], dict[str, list[int]]]:
+    import csv
+
+    try:
+        text = store.fs.cat_file(path).decode("utf-8")
+    except Exception as exc:
+        raise store.error(path, exc) from exc
+    lines = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    if len(lines) < 2 or len(lines[0]) < 2:
+        raise DataError(f"{store.url(path)}: expected a header (file name, attribute names...) and one row per image")
+    names = [cell.strip() for cell in lines[0][1:]]
+    rows: dict[str, list[int]] = {}
+    for number, row in enumerate(lines[1:], start=2):
+        if len(row) != len(names) + 1:
+            raise DataError(f"{store.url(path)}: line {number} has {len(row)} fields; the header has {len(names) + 1}")
+        values = []
+        for name, cell in zip(names, row[1:]):
+            if cell.strip() not in ("0", "1"):
+                raise DataError(f"{store.url(path)}: line {number}, attribute {name!r}: value {cell.strip()!r}; "
+                                "expected 0 or 1")
+            values.append(int(cell))
+        rows[row[0].strip()] = values
+    return names, rows
+
+
+def _selected_columns(names: list[str], selected: list[str] | None, where: str) -> list[int]:
+    if selected is None:
+        return list(range(len(names)))
+    unknown = [name for name in selected if name not in names]
+    if unknown:
+        raise DataError(f"{where}: unknown attribute column {unknown[0]!r}; the table has {', '.join(names)}")
+    return [names.index(name) for name in selected]
+
+
+def _combine(spec: str, image_size: int | None, s3_endpoint_url: str | None,
+             selected: list[str] | None) -> RawImages:
+    """Several labelled datasets as one, for StarGAN's mask vector: each keeps its own block of attributes
+    (an attribute table's columns, or a domain folder's one-hot domains) and masks the others' blocks."""
+    parts = [p.strip() for p in spec[len("combine:"):].split(COMBINE_SEPARATOR.strip())]
+    if len(parts) < 2 or not all(parts):
+        raise DataError(f"{spec!r}: expected combine:SPEC + SPEC (at least two labelled datasets)")
+    raws = [read_source(p, image_size, s3_endpoint_url, selected if p.startswith("attributes:") else None)
+            for p in parts]
+    blocks = [_label_block(raw) for raw in raws]
+    sizes = [block.shape[1] for block, _ in blocks]
+    shapes = {raw.images.shape[1:] for raw in raws}
+    if len(shapes) > 1:
+        raise DataError(f"{spec!r}: the datasets' images differ in shape ({sorted(shapes)}); set data.image_size")
+    train_parts, held_parts = [], []
+    for k, (raw, (block, names)) in enumerate(zip(raws, blocks)):
+        attributes = np.zeros((len(raw.images), sum(sizes)), dtype=np.uint8)
+        mask = np.zeros_like(attributes)
+        start = sum(sizes[:k])
+        attributes[:, start:start + sizes[k]] = block
+        mask[:, start:start + sizes[k]] = 1
+        cut = raw.train_count or len(raw.images)
+        train_parts.append((raw.images[:cut], attributes[:cut], mask[:cut]))
+        held_parts.append((raw.images[cut:], attributes[cut:], mask[cut:]))
+    stacked = [np.concatenate([part[i] for part in train_parts + held_parts]) for i in range(3)]
+    names = [name for _, block_names in blocks for name in block_names]
+    return RawImages(stacked[0], None, [], spec, train_count=sum(len(p[0]) for p in train_parts),
+                     attributes=stacked[1], attribute_names=names, attribute_mask=stacked[2], label_sets=sizes)
+
+
+def _label_block(raw: RawImages) -> tuple[np.ndarray, list[str]]:
+    if raw.attributes is not None:
+        return raw.attributes, raw.attribute_names
+    if raw.domains is not None:
+        return np.eye(len(raw.domain_names), dtype=np.uint8)[raw.domains], raw.domain_names
+    raise DataError(f"{raw.source}: has neither attributes nor domains; combine needs labelled datasets")

@@ -32,7 +32,8 @@ from components.training.sampling import sample_from_family
 
 _NOT_PLOTTED = {"step", "images_per_s"}
 _EVALUATED = (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL, TaskKind.TEXT_CONDITIONAL,
-              TaskKind.PAIRED_TRANSLATION, TaskKind.SEGMENTATION_TO_IMAGE)
+              TaskKind.PAIRED_TRANSLATION, TaskKind.SEGMENTATION_TO_IMAGE, TaskKind.UNPAIRED_TRANSLATION,
+              TaskKind.MULTI_DOMAIN_TRANSLATION)
 _REAL_CACHE_SIZE = 4
 
 
@@ -202,12 +203,17 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, prepared: PreparedDataset, d
                           f"{', '.join(t.value for t in _EVALUATED)}")
     family, _ = load_family(directory)
     extractor = build_extractor(cfg, prepared, data_version)
-    if family.translates:
+    if family.task in (TaskKind.UNPAIRED_TRANSLATION, TaskKind.MULTI_DOMAIN_TRANSLATION):
+        from components.evaluation.domains import evaluate_domain_translation
+
+        images, task_scores = evaluate_domain_translation(family, prepared, extractor, cfg, data_version)
+    elif family.translates:
         from components.evaluation.translation import evaluate_translation
 
-        images, translation_scores = evaluate_translation(family, prepared, extractor, cfg, data_version)
+        images, task_scores = evaluate_translation(family, prepared, extractor, cfg, data_version)
+    if family.translates:
         report = evaluate_images(images, None, prepared, extractor, cfg, data_version)
-        report.metrics.update(translation_scores)
+        report.metrics.update(task_scores)
         return report
     images, labels = sample_from_family(family, cfg.num_samples, cfg.seed, cfg.batch_size)
     report = evaluate_images(images, labels, prepared, extractor, cfg, data_version)

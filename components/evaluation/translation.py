@@ -53,9 +53,12 @@ def _rows_batch(prepared: PreparedDataset, rows: np.ndarray) -> ImageBatch:
     def unit(array: np.ndarray | None) -> Tensor | None:
         return None if array is None else torch.from_numpy(to_unit_range(array[rows]))
 
-    labels = None if prepared.labels is None else torch.from_numpy(prepared.labels[rows])
-    maps = None if prepared.label_maps is None else torch.from_numpy(prepared.label_maps[rows].astype(np.int64))
-    return ImageBatch(unit(prepared.images), labels, unit(prepared.inputs), maps)
+    def rows_of(array: np.ndarray | None, dtype=None) -> Tensor | None:
+        return None if array is None else torch.from_numpy(array[rows].astype(dtype or array.dtype))
+
+    return ImageBatch(unit(prepared.images), rows_of(prepared.labels), unit(prepared.inputs),
+                      rows_of(prepared.label_maps, np.int64), rows_of(prepared.domains),
+                      rows_of(prepared.attributes, np.float32), rows_of(prepared.attribute_mask, np.float32))
 
 
 def evaluate_translation(family: Family, prepared: PreparedDataset, extractor: FeatureExtractor,
@@ -81,18 +84,21 @@ def evaluate_translation(family: Family, prepared: PreparedDataset, extractor: F
 
 def translate_held_out(family: Family, prepared: PreparedDataset, n: int,
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-    """(grid images, outputs, the rows' labels, images per grid row) for the first n held-out rows."""
+    """(grid images, outputs, the rows' labels, images per grid row) for the first n held-out rows; for
+    unpaired and multi-domain families the outputs are every row's translations to each domain in turn."""
     from components.training.sampling import translation_grid
 
-    _check_task(family, prepared)
+    domain_task = family.task in (TaskKind.UNPAIRED_TRANSLATION, TaskKind.MULTI_DOMAIN_TRANSLATION)
+    if not domain_task:
+        _check_task(family, prepared)
     family.nets.eval()
     batch = next(held_out_batches(prepared, max(n, 2), max(n, 2)))  # exemplar families need two rows
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         grid, columns = translation_grid(family, batch.to(family.device))
     rows = grid.view(len(batch), columns, *grid.shape[1:])[:n]
-    outputs = rows[:, columns - 2].numpy()
-    labels = None if batch.labels is None else batch.labels[:n].numpy()
+    outputs = rows[:, 1:].flatten(0, 1).numpy() if domain_task else rows[:, columns - 2].numpy()
+    labels = None if domain_task or batch.labels is None else batch.labels[:n].numpy()
     return rows.flatten(0, 1).numpy(), outputs, labels, columns
 
 

@@ -82,7 +82,8 @@ def storage_for(storage_path: str, endpoint_url: str | None) -> tuple[str, Any]:
 
 def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> LoopSettings:
     spec = DataSpec(prepared.channels, prepared.image_size, prepared.num_classes, prepared.input_channels,
-                    len(prepared.map_classes))
+                    len(prepared.map_classes), len(prepared.domain_names), len(prepared.attribute_names),
+                    tuple(prepared.label_sets))
     t = params.train
     resolved = params.family_config(family)
     return LoopSettings(
@@ -103,7 +104,8 @@ def training_arrays(prepared: PreparedDataset) -> dict[str, Any]:
         return None if array is None else array[rows]
 
     return {"images": part(prepared.images), "labels": part(prepared.labels), "inputs": part(prepared.inputs),
-            "label_maps": part(prepared.label_maps)}
+            "label_maps": part(prepared.label_maps), "domains": part(prepared.domains),
+            "attributes": part(prepared.attributes), "attribute_mask": part(prepared.attribute_mask)}
 
 
 def train_family(params: Params, family: str, prepared: PreparedDataset, run_name: str | None = None,

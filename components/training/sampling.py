@@ -82,9 +82,34 @@ def condition_pictures(family: Family, condition) -> list[torch.Tensor]:
     return [colour_label_maps(condition)]
 
 
+def domain_targets(family: Family, batch) -> list:
+    """One DomainCondition per grid column: every image to each domain in turn (with a reference image of
+    that domain from the batch), or, for attribute families, with each attribute flipped in turn."""
+    from components.families import DomainCondition
+    from components.families.base import reference_rows
+
+    if family.conditions_on_attributes:
+        flips = torch.eye(batch.attributes.size(1), device=batch.attributes.device)
+        return [DomainCondition(batch.images, batch.attributes, (batch.attributes - flip).abs(),
+                                torch.roll(batch.images, 1, 0)) for flip in flips]
+    targets = [torch.full_like(batch.domains, d) for d in range(family.spec.num_domains)]
+    return [DomainCondition(batch.images, batch.domains, t, batch.images[reference_rows(batch.domains, t)])
+            for t in targets]
+
+
+def domain_grid(family: Family, batch) -> tuple[torch.Tensor, int]:
+    """(images, images per row): source | its translation to each domain (or with each attribute flipped)."""
+    with torch.no_grad():
+        columns = [batch.images] + [family.generate(len(batch), c) for c in domain_targets(family, batch)]
+    rows = torch.stack([c.float().cpu().clamp(-1, 1) for c in columns], dim=1)
+    return rows.flatten(0, 1), len(columns)
+
+
 def translation_grid(family: Family, batch) -> tuple[torch.Tensor, int]:
     """(images, images per row) of one row per example: input | output | target (| exemplar for exemplar
-    families, shown right after the label map)."""
+    families, shown right after the label map); source | translations for unpaired and multi-domain families."""
+    if batch.domains is not None or batch.attributes is not None:
+        return domain_grid(family, batch)
     condition = family.condition_of(batch)
     with torch.no_grad():
         outputs = family.generate(len(batch), condition)

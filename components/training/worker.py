@@ -40,7 +40,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizers = family.build_optimizers()
     arrays = ray.get(config["data_ref"])
     sampler = ShardSampler(arrays["images"], arrays["labels"], rank, world, settings.batch_size, settings.seed,
-                           arrays["inputs"], arrays["label_maps"])
+                           arrays["inputs"], arrays["label_maps"], arrays.get("domains"), arrays.get("attributes"),
+                           arrays.get("attribute_mask"))
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
     state, history = _resume(family, optimizers, sampler, rank, world)
     nets = wrap_for_data_parallel(family, device, world)

@@ -105,3 +105,14 @@ def test_translation_layouts_load_from_s3_as_from_a_folder(s3_env, tmp_path):
         local = prepare_dataset(f"{task}:folder:{folder}", tmp_path / f"{task}-local")
         assert remote["files"] == local["files"] and remote["task"] == task
         assert remote["train_count"] == local["train_count"]
+
+
+def test_domain_layouts_load_from_s3_as_from_a_folder(s3_env, tmp_path):
+    from tests.unit.test_domain_data import write_attribute_folder, write_unpaired_folder
+
+    for spec, folder in (("unpaired", write_unpaired_folder(tmp_path / "u")),
+                         ("attributes", write_attribute_folder(tmp_path / "celeb"))):
+        bucket = _upload(s3_env, folder, "data")
+        remote = prepare_dataset(f"{spec}:s3://{bucket}/data", tmp_path / f"{spec}-s3", s3_endpoint_url=s3_env)
+        local = prepare_dataset(f"{spec}:folder:{folder}", tmp_path / f"{spec}-local")
+        assert remote["files"] == local["files"] and remote["train_count"] == local["train_count"]
