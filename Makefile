@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow test-all test-fast bench clean
+.PHONY: run test test-slow test-zoo test-all test-fast bench clean
 
 # torch first, pinned: an unpinned torch (or any package that asks for one) pulls CUDA builds.
 $(STAMP): pyproject.toml
@@ -21,11 +21,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
-# The slow integration tests (whole flow runs over the zoo, worker kills, multi-node, serve, submit); CI runs them too.
+# The slow integration tests (worker kills, multi-node, serve, submit, learning); CI runs them too.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "slow and not zoo" tests
 
-test-all: test test-slow
+# Whole flow runs over each group of families: the families' smoke tests on Ray and their quality checks.
+test-zoo: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m zoo tests
+
+test-all: test test-slow test-zoo
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests

@@ -9,6 +9,7 @@ from components.families import family_names
 from components.training.checkpoint import load_family, read_checkpoint_meta, read_history
 from components.training.launcher import train_family
 
+from .test_domain_flow import MULTI_DOMAIN_ZOO, UNPAIRED_ZOO
 from .test_translation_flow import PAIRED_ZOO, SEGMENTATION_ZOO
 from .test_zoo_flow import ZOO
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 # Every family gets a smoke test the moment it registers; the zoo and translation flow tests train theirs on Ray
 @pytest.mark.parametrize("family", [name for name in family_names()
-                                    if name not in ZOO + PAIRED_ZOO + SEGMENTATION_ZOO])
+                                    if name not in ZOO + PAIRED_ZOO + SEGMENTATION_ZOO + UNPAIRED_ZOO + MULTI_DOMAIN_ZOO])
 def test_family_trains_and_checkpoints_on_two_workers(ray_cluster, mnist_prepared, make_params, family):
     params = make_params("train.steps=4", "train.checkpoint_every=2", "train.sample_every=2")
     outcome = train_family(params, family, mnist_prepared, show_progress=False)

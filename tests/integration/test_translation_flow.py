@@ -20,7 +20,7 @@ import yaml
 
 from components.data.versioning import init_project
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.zoo]
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENTATION_ZOO = ["spade", "oasis", "sean", "cocosnet"]
@@ -30,7 +30,7 @@ EXEMPLAR_METRICS = {"style_agreement", "style_agreement_other", "exemplar_divers
 
 
 def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, families: list[str],
-                 train: dict) -> Path:
+                 train: dict, overrides: dict | None = None) -> Path:
     for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "dvc-home" / name.lower()))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
@@ -42,7 +42,7 @@ def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, f
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["source"] = source
     params["families"] = families
-    params["overrides"] = {}
+    params["overrides"] = overrides or {}
     params["train"].update({"workers": 2, **train})
     params["evaluation"].update({"num_samples": 200, "batch_size": 100, "extractor_epochs": 1, "segmenter_epochs": 1,
                                  "kid_subsets": 3, "kid_subset_size": 50, "fid_bootstrap": 2})

@@ -18,7 +18,7 @@ import yaml
 
 from components.data.versioning import init_project
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.zoo]
 
 REPO = Path(__file__).resolve().parents[2]
 ZOO = ["wgan", "lsgan", "ebgan", "began", "pggan", "stylegan", "acgan", "infogan", "sgan", "bigan", "gan_t2i"]
