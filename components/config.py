@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any
@@ -255,13 +256,26 @@ def _strict(value: Any) -> bool:
     return isinstance(value, (str, bool))
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1 reads a float only with a dot (1.0e-4): ``lr: 2e-4`` would be the string '2e-4'. This
+    loader reads exponent floats without a dot too, as YAML 1.2 does and as people write learning rates."""
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def parse_override(assignment: str) -> tuple[list[str], Any]:
     """``train.steps=200`` -> (["train", "steps"], 200); the value is read as YAML."""
     key, sep, value = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected KEY.PATH=VALUE, e.g. train.steps=200")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = read_yaml(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     return key.strip().split("."), parsed
@@ -307,7 +321,7 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

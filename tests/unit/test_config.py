@@ -78,6 +78,17 @@ def test_set_overrides_are_parsed_as_yaml_and_validated_the_same_way():
         load_params(REPO_PARAMS, ["train.steps"])
 
 
+def test_exponent_floats_without_a_dot_are_numbers_in_the_file_and_in_set(tmp_path):
+    # YAML 1.1 (PyYAML's default) would read 2e-4 as the string '2e-4', and the override would be refused
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(REPO_PARAMS.read_text().replace("dcgan: {}", "dcgan: {lr: 2e-4}"))
+    assert load_params(params_file).family_config("dcgan").lr == pytest.approx(2e-4)
+    params = load_params(REPO_PARAMS, ["overrides.dcgan.lr=5E-5", "overrides.dcgan.beta1=+1.5e-1"])
+    assert params.family_config("dcgan").lr == pytest.approx(5e-5)
+    assert params.family_config("dcgan").beta1 == pytest.approx(0.15)
+    assert load_params(REPO_PARAMS, ["data.name=e5"]).data.name == "e5"  # not a number: no digits before the e
+
+
 def test_unreadable_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "missing.yaml")
