@@ -109,6 +109,13 @@ def sample(
                                      "(families with a z_dim)."),
     walk_steps: int = typer.Option(8, "--walk-steps", help="Images per walk with --interpolate."),
     spherical: bool = typer.Option(False, "--spherical", help="Walk z on the sphere instead of a straight line."),
+    guide: str = typer.Option("reference", "--guide", help="Style-guided translation families (munit, "
+                              "stargan_v2): `reference` takes each target domain's style from a held-out image "
+                              "of it (shown before the output); `latent` samples style codes."),
+    styles: int = typer.Option(3, "--styles", help="With --guide latent: translations per domain, each from a "
+                               "fresh style code."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="With --interpolate on relgan: flip this "
+                                            "attribute (default: change to the next row's attributes)."),
     params_file: Path = ParamsOption,
     sets: Optional[List[str]] = SetOption,
 ) -> None:
@@ -124,8 +131,19 @@ def sample(
         raise GanzooError(f"-n: expected a positive number of samples, got {n}")
     if family is not None:
         checkpoint = Path(_family_checkpoint(family, params_file, sets))
+    if styles <= 0:
+        raise GanzooError(f"--styles: expected a positive number of style codes, got {styles}")
     nrow = None
-    if interpolate:
+    if checkpoint is not None and _translates(checkpoint):
+        if text is not None:
+            raise GanzooError("--text: translation families translate held-out inputs; only text-conditional "
+                              "families take a caption")
+        images, labels, nrow = _sample_translation(checkpoint, n or 8, seed, out, params_file, sets, guide, styles,
+                                                   walk_steps if interpolate else None, attribute)
+    elif guide != "reference" or attribute is not None:
+        raise GanzooError("--guide and --attribute apply to translation families (a --checkpoint or --family "
+                          "of munit, stargan_v2, relgan, ...)")
+    elif interpolate:
         if model is not None:
             raise GanzooError("--interpolate: needs --checkpoint or --family (it walks the family's latent)")
         from components.training.checkpoint import load_family
@@ -141,8 +159,6 @@ def sample(
 
         _configure_registry(params_file, sets)
         images, labels = generate_from_registry(model, n or 5000, seed)
-    elif _translates(checkpoint):
-        images, labels, nrow = _sample_translation(checkpoint, n or 8, seed, out, params_file, sets)
     else:
         images, labels = sample_from_checkpoint(checkpoint, n or 5000, seed)
     if out.suffix.lower() == ".png":
@@ -151,7 +167,7 @@ def sample(
         from components.data import save_image_grid
 
         save_image_grid(torch.from_numpy(images), out, nrow)
-        shape = f"{images.shape[0] // walk_steps} walks of {walk_steps}" if interpolate else str(images.shape[0])
+        shape = f"{images.shape[0] // nrow} rows of {nrow}" if nrow else str(images.shape[0])
         typer.echo(f"wrote a grid of {shape} images {list(images.shape[1:])} to {out}")
         return
     write_samples(out, images, labels)
@@ -168,16 +184,21 @@ def _translates(checkpoint: Path) -> bool:
 
 
 def _sample_translation(checkpoint: Path, n: int, seed: int, out: Path, params_file: Path,
-                        sets: Optional[List[str]]):
+                        sets: Optional[List[str]], guide: str, styles: int, walk_steps: Optional[int],
+                        attribute: Optional[str]):
     """Translations of the first n held-out rows of the prepared data: a grid of input | output | target
-    rows for a .png, the outputs (and the rows' labels) for an .npz."""
+    rows (source | translations for domain families) for a .png, the outputs (and the rows' labels) for an
+    .npz."""
     from components.data import load_prepared
     from components.evaluation.translation import translate_held_out
     from components.training.checkpoint import load_family
 
     params = _load(params_file, list(sets or []))
     loaded, _ = load_family(checkpoint)
-    grid, outputs, labels, columns = translate_held_out(loaded, load_prepared(params.data.prepared_dir), n, seed)
+    if guide != "reference" and not loaded.style_guided:
+        raise GanzooError(f"--guide {guide}: family {loaded.name} has no style codes (munit and stargan_v2 do)")
+    grid, outputs, labels, columns = translate_held_out(loaded, load_prepared(params.data.prepared_dir), n, seed,
+                                                        guide, styles, walk_steps, attribute)
     if out.suffix.lower() == ".png":
         return grid, None, columns
     return outputs, labels, None

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from components.config import EvaluationConfig
 from components.data.images import to_unit_range
 from components.data.prepared import PreparedDataset
-from components.errors import CheckpointError, ConfigError
+from components.errors import CheckpointError, ConfigError, GanzooError
 from components.evaluation import metrics
 from components.evaluation.extractors import FeatureExtractor, all_cores
 from components.families import ExemplarCondition, Family, ImageBatch, TaskKind
@@ -82,24 +82,49 @@ def evaluate_translation(family: Family, prepared: PreparedDataset, extractor: F
     return outputs, scores
 
 
-def translate_held_out(family: Family, prepared: PreparedDataset, n: int,
-                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-    """(grid images, outputs, the rows' labels, images per grid row) for the first n held-out rows; for
-    unpaired and multi-domain families the outputs are every row's translations to each domain in turn."""
-    from components.training.sampling import translation_grid
+def translate_held_out(family: Family, prepared: PreparedDataset, n: int, seed: int = 0, guide: str = "reference",
+                       styles: int = 1, walk_steps: int | None = None,
+                       attribute: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """(grid images, outputs, the rows' labels, images per grid row) for the first n held-out rows.
+
+    Unpaired and multi-domain families give each row's translations to every domain in turn (``guide`` and
+    ``styles`` as ``domain_columns``); with ``walk_steps``, attribute families walk alpha from 0 to 1 towards
+    the next row's attributes, or flip ``attribute`` (a name of the data's attributes) alone.
+    """
+    from components.training.sampling import attribute_walk_columns, domain_columns, stack_columns, translation_grid
 
     domain_task = family.task in (TaskKind.UNPAIRED_TRANSLATION, TaskKind.MULTI_DOMAIN_TRANSLATION)
     if not domain_task:
+        if walk_steps is not None:
+            raise GanzooError(f"--interpolate: family {family.name} translates its inputs once; only attribute "
+                              "families (relgan) interpolate a translation")
         _check_task(family, prepared)
     family.nets.eval()
-    batch = next(held_out_batches(prepared, max(n, 2), max(n, 2)))  # exemplar families need two rows
+    batch = next(held_out_batches(prepared, max(n, 2), max(n, 2))).to(family.device)  # exemplar families: 2 rows
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        grid, columns = translation_grid(family, batch.to(family.device))
+        if not domain_task:
+            grid, columns = translation_grid(family, batch)
+            rows = grid.view(len(batch), columns, *grid.shape[1:])[:n]
+            labels = None if batch.labels is None else batch.labels[:n].cpu().numpy()
+            return rows.flatten(0, 1).numpy(), rows[:, columns - 2].numpy(), labels, columns
+        if walk_steps is not None:
+            picked = None if attribute is None else _attribute_index(prepared, attribute)
+            parts = attribute_walk_columns(family, batch, walk_steps, picked)
+        else:
+            parts = domain_columns(family, batch, guide, styles)
+    grid, columns = stack_columns(parts)
     rows = grid.view(len(batch), columns, *grid.shape[1:])[:n]
-    outputs = rows[:, 1:].flatten(0, 1).numpy() if domain_task else rows[:, columns - 2].numpy()
-    labels = None if domain_task or batch.labels is None else batch.labels[:n].numpy()
-    return rows.flatten(0, 1).numpy(), outputs, labels, columns
+    outputs = rows[:, [i for i, (kind, _) in enumerate(parts) if kind == "output"]]
+    return rows.flatten(0, 1).numpy(), outputs.flatten(0, 1).numpy(), None, columns
+
+
+def _attribute_index(prepared: PreparedDataset, name: str) -> int:
+    names = prepared.attribute_names
+    if name not in names:
+        known = ", ".join(names) if names else "none: the data has no attributes"
+        raise GanzooError(f"--attribute {name}: not an attribute of the prepared data (known: {known})")
+    return names.index(name)
 
 
 def _check_task(family: Family, prepared: PreparedDataset) -> None:

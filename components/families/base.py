@@ -276,6 +276,12 @@ class Family(ABC):
         return False
 
     @property
+    def style_guided(self) -> bool:
+        """True when ``generate`` takes the style of a DomainCondition's references, and samples a style code
+        without them (MUNIT, StarGAN v2)."""
+        return False
+
+    @property
     def translates(self) -> bool:
         """True when the family generates from real inputs (``condition_of``), not from noise alone."""
         return self.task in TRANSLATION_TASKS

@@ -371,6 +371,9 @@ class MUNIT(Family):
     Config = MUNITConfig
     tiny = {"width": 4, "residual_blocks": 1, "mlp_dim": 8, "d_width": 4}
 
+    # generate copies a reference's style, or samples a style code without references
+    style_guided = True
+
     def build_networks(self) -> dict[str, nn.Module]:
         spec, cfg = self.spec, self.config
         self._check_sizes()

@@ -475,6 +475,9 @@ class StarGANv2(Family):
             "mapping_branch_layers": 2, "g_width": 4, "g_max_width": 8, "g_bottleneck_blocks": 1,
             "e_width": 4, "d_width": 4, "ed_max_width": 8}
 
+    # generate copies a reference's style, or samples a style code without references
+    style_guided = True
+
     @classmethod
     def check_spec(cls, spec: DataSpec) -> None:
         super().check_spec(spec)

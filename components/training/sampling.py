@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -97,12 +98,59 @@ def domain_targets(family: Family, batch) -> list:
             for t in targets]
 
 
-def domain_grid(family: Family, batch) -> tuple[torch.Tensor, int]:
-    """(images, images per row): source | its translation to each domain (or with each attribute flipped)."""
+GUIDES = ("reference", "latent")
+
+
+def domain_columns(family: Family, batch, guide: str = "reference", styles: int = 1) -> list[tuple[str, torch.Tensor]]:
+    """(kind, images) per grid column, kind "source", "reference" or "output": the source, then its translation
+    to each domain (or with each attribute flipped). Style-guided families (MUNIT, StarGAN v2) show each
+    translation after the reference whose style it takes, or, with ``guide`` "latent", ``styles`` translations per
+    domain, each from a fresh style code."""
+    if guide not in GUIDES:
+        raise GanzooError(f"--guide {guide}: expected one of {', '.join(GUIDES)}")
+    columns = [("source", batch.images)]
     with torch.no_grad():
-        columns = [batch.images] + [family.generate(len(batch), c) for c in domain_targets(family, batch)]
-    rows = torch.stack([c.float().cpu().clamp(-1, 1) for c in columns], dim=1)
+        for condition in domain_targets(family, batch):
+            if family.style_guided and guide == "latent":
+                sampled = dataclasses.replace(condition, references=None)
+                columns += [("output", family.generate(len(batch), sampled)) for _ in range(styles)]
+                continue
+            if family.style_guided:
+                columns.append(("reference", condition.references))
+            columns.append(("output", family.generate(len(batch), condition)))
+    return columns
+
+
+def attribute_walk_columns(family: Family, batch, steps: int,
+                           attribute: int | None = None) -> list[tuple[str, torch.Tensor]]:
+    """The source, then G(x, alpha v) for ``steps`` alphas from 0 to 1 (RelGAN's attribute interpolation), v
+    the change to the next row's attributes, or flipping ``attribute`` alone."""
+    interpolate = getattr(family, "interpolate", None)
+    if not family.conditions_on_attributes or not callable(interpolate):
+        raise GanzooError(f"--interpolate: family {family.name} has no attribute interpolation "
+                          "(relgan interpolates attributes; noise-to-image families walk their latent)")
+    if steps < 2:
+        raise GanzooError(f"--walk-steps: expected at least 2 points per walk, got {steps}")
+    source = batch.attributes.float()
+    if attribute is None:
+        target = torch.roll(source, 1, 0)
+    else:
+        target = source.clone()
+        target[:, attribute] = 1 - target[:, attribute]
+    relative = target - source
+    alphas = torch.linspace(0.0, 1.0, steps).tolist()
+    return [("source", batch.images)] + [("output", interpolate(batch.images, relative, a)) for a in alphas]
+
+
+def stack_columns(columns: list[tuple[str, torch.Tensor]]) -> tuple[torch.Tensor, int]:
+    """(images row-major, images per row) of one grid row per example."""
+    rows = torch.stack([images.float().cpu().clamp(-1, 1) for _, images in columns], dim=1)
     return rows.flatten(0, 1), len(columns)
+
+
+def domain_grid(family: Family, batch, guide: str = "reference", styles: int = 1) -> tuple[torch.Tensor, int]:
+    """(images, images per row): source | its translation to each domain (or with each attribute flipped)."""
+    return stack_columns(domain_columns(family, batch, guide, styles))
 
 
 def translation_grid(family: Family, batch) -> tuple[torch.Tensor, int]:
