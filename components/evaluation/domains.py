@@ -16,6 +16,7 @@ families; the style codes of MUNIT and StarGAN v2 make it positive).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -53,8 +54,9 @@ def evaluate_domain_translation(family: Family, prepared: PreparedDataset, extra
     conditions = [b.condition for b in batches]
     outputs = _translate(family, conditions, cfg.batch_size, cfg.seed)
     again = _translate(family, conditions, cfg.batch_size, cfg.seed + 1)
-    back = _translate(family, [DomainCondition(torch.from_numpy(o), c.target, c.source)
-                               for o, c in zip(_split(outputs, conditions), conditions)], cfg.batch_size, cfg.seed)
+    back = _translate(family, [DomainCondition(torch.from_numpy(o), c.target, c.source, None, _source_mask(prepared, b))
+                               for o, c, b in zip(_split(outputs, conditions), conditions, batches)],
+                      cfg.batch_size, cfg.seed)
     sources = torch.cat([c.images for c in conditions]).numpy()
     targets = torch.cat([c.target for c in conditions]).numpy()
     classifier = load_or_train_domain_classifier(prepared, data_version, cfg.cache_dir, cfg.seed, attributes)
@@ -106,17 +108,20 @@ def held_out_conditions(prepared: PreparedDataset, count: int, attributes: bool,
 
 def _condition(prepared: PreparedDataset, rows: np.ndarray, offset: int, attributes: bool) -> HeldOutTranslation:
     images = torch.from_numpy(to_unit_range(prepared.images[rows]))
+    mask = None
     if attributes:
         source = torch.from_numpy(prepared.attributes[rows]).float()
         partners = np.roll(rows, offset)
         target = torch.from_numpy(prepared.attributes[partners]).float()
         references = torch.from_numpy(to_unit_range(prepared.images[partners]))
+        if prepared.attribute_mask is not None:
+            mask = torch.from_numpy(prepared.attribute_mask[partners]).float()
     else:
         source = torch.from_numpy(prepared.domains[rows])
         target = (source + offset) % len(prepared.domain_names)
         references = torch.from_numpy(to_unit_range(prepared.images[_references(prepared, target.numpy())]))
     labels = None if prepared.labels is None else torch.from_numpy(prepared.labels[rows])
-    return HeldOutTranslation(DomainCondition(images, source, target, references), rows, labels)
+    return HeldOutTranslation(DomainCondition(images, source, target, references, mask), rows, labels)
 
 
 def _references(prepared: PreparedDataset, targets: np.ndarray) -> np.ndarray:
@@ -137,6 +142,11 @@ def _target_mask(prepared: PreparedDataset, batches: list[HeldOutTranslation]) -
     return np.concatenate([prepared.attribute_mask[np.roll(b.rows, 1)] for b in batches])
 
 
+def _source_mask(prepared: PreparedDataset, batch: HeldOutTranslation) -> torch.Tensor | None:
+    """The attributes the sources' own datasets define: the targets of translating back."""
+    return None if prepared.attribute_mask is None else torch.from_numpy(prepared.attribute_mask[batch.rows]).float()
+
+
 def _translate(family: Family, conditions: list[DomainCondition], batch_size: int, seed: int) -> np.ndarray:
     """Outputs of every condition; references are left out, so style-code families sample their styles."""
     family.nets.eval()
@@ -145,8 +155,7 @@ def _translate(family: Family, conditions: list[DomainCondition], batch_size: in
         torch.manual_seed(seed)
         for c in conditions:
             for start in range(0, len(c), batch_size):
-                part = DomainCondition(c.images[start:start + batch_size], c.source[start:start + batch_size],
-                                       c.target[start:start + batch_size]).to(family.device)
+                part = dataclasses.replace(c[start:start + batch_size], references=None).to(family.device)
                 parts.append(family.generate(len(part), part).float().clamp(-1, 1).cpu())
     return torch.cat(parts).numpy()
 

@@ -116,17 +116,21 @@ class DomainCondition:
     source: Tensor
     target: Tensor
     references: Tensor | None = None  # float32 in [-1, 1], N x C x H x W
+    # float N x A, 1 where a target attribute is defined: with combined label sets, those of the target row's
+    # dataset (StarGAN's mask vector); None when every attribute is, or to let the family infer it
+    target_mask: Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.size(0)
 
     def __getitem__(self, index: slice) -> "DomainCondition":
-        refs = None if self.references is None else self.references[index]
-        return DomainCondition(self.images[index], self.source[index], self.target[index], refs)
+        return DomainCondition(*(None if t is None else t[index] for t in self._tensors()))
 
     def to(self, device: torch.device) -> "DomainCondition":
-        refs = None if self.references is None else self.references.to(device)
-        return DomainCondition(self.images.to(device), self.source.to(device), self.target.to(device), refs)
+        return DomainCondition(*(None if t is None else t.to(device) for t in self._tensors()))
+
+    def _tensors(self) -> tuple[Tensor | None, ...]:
+        return self.images, self.source, self.target, self.references, self.target_mask
 
 
 def one_hot_maps(label_maps: Tensor, num_classes: int) -> Tensor:
@@ -320,8 +324,9 @@ def domain_condition_of(batch: ImageBatch, spec: DataSpec, attributes: bool = Fa
         return DomainCondition(batch.images, batch.domains, target, batch.images[reference_rows(batch.domains, target)])
     if batch.attributes is None:
         raise ValueError("domain_condition_of: the batch has no attributes")
+    mask = None if batch.attribute_mask is None else torch.roll(batch.attribute_mask, 1, 0)
     return DomainCondition(batch.images, batch.attributes, torch.roll(batch.attributes, 1, 0),
-                           torch.roll(batch.images, 1, 0))
+                           torch.roll(batch.images, 1, 0), mask)
 
 
 def reference_rows(domains: Tensor, target: Tensor) -> Tensor:

@@ -397,11 +397,12 @@ class StarGAN(Family):
     def condition_labels(self, condition: DomainCondition) -> Tensor:
         """G's label vector for a DomainCondition's targets.
 
-        Domains become one-hot vectors. With combined label sets the condition
-        carries no mask, so each row's dataset is read off its source
-        attributes (the first set with a 1 there, else in the target, else the
-        first set) and the target is taken to be of that set: the other sets'
-        entries are zeroed and the mask vector names it.
+        Domains become one-hot vectors. With combined label sets the
+        condition's ``target_mask`` names the target's dataset; without one,
+        each row's dataset is read off its source attributes (the first set
+        with a 1 there, else in the target, else the first set) and the target
+        is taken to be of that set. The other sets' entries are zeroed and the
+        mask vector names the set.
         """
         target = condition.target.to(self.device)
         if self.mode == "domains":
@@ -409,8 +410,11 @@ class StarGAN(Family):
         target = target.float()
         if not self.label_sets:
             return target
-        return assemble_labels(target, self.source_mask(condition.source.to(self.device).float(), target),
-                               self.label_sets)
+        if condition.target_mask is not None:
+            mask = condition.target_mask.to(self.device).float()
+        else:
+            mask = self.source_mask(condition.source.to(self.device).float(), target)
+        return assemble_labels(target, mask, self.label_sets)
 
     def source_mask(self, source: Tensor, target: Tensor) -> Tensor:
         """N x A attribute mask of each row's inferred dataset (see ``condition_labels``)."""

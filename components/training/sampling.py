@@ -92,7 +92,7 @@ def domain_targets(family: Family, batch) -> list:
     if family.conditions_on_attributes:
         flips = torch.eye(batch.attributes.size(1), device=batch.attributes.device)
         return [DomainCondition(batch.images, batch.attributes, (batch.attributes - flip).abs(),
-                                torch.roll(batch.images, 1, 0)) for flip in flips]
+                                torch.roll(batch.images, 1, 0), batch.attribute_mask) for flip in flips]
     targets = [torch.full_like(batch.domains, d) for d in range(family.spec.num_domains)]
     return [DomainCondition(batch.images, batch.domains, t, batch.images[reference_rows(batch.domains, t)])
             for t in targets]

@@ -3,6 +3,8 @@ target permutations, the two heads of D, shapes at 16/32/64 and the export."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -227,6 +229,31 @@ def test_generate_reads_the_dataset_of_each_row_from_its_source():
     labels = domains.condition_labels(DomainCondition(torch.zeros(2, 3, 16, 16), torch.tensor([0, 1]),
                                                       torch.tensor([2, 0])))
     torch.testing.assert_close(labels, t([0, 0, 1], [1, 0, 0]))
+
+
+def test_a_target_mask_names_the_targets_dataset_instead_of_the_source():
+    family = tiny(DataSpec(channels=3, image_size=16, num_attributes=3, label_sets=(2, 1)))
+    # row 0: a set-1 image asked for set 2's attribute (the mask says so); row 1: the mask picks set 1
+    condition = DomainCondition(torch.zeros(2, 3, 16, 16), source=t([1, 0, 0], [0, 0, 1]), target=t([0, 1, 1], [1, 1, 0]),
+                                target_mask=t([0, 0, 1], [1, 1, 0]))
+    torch.testing.assert_close(family.condition_labels(condition), t([0, 0, 1, 0, 1], [1, 1, 0, 1, 0]))
+    assert condition[1:].target_mask.tolist() == [[1.0, 1.0, 0.0]]
+
+
+def test_held_out_conditions_carry_the_partner_rows_mask(tmp_path):
+    from components.data import write_prepared, load_prepared
+    from components.data.sources import RawImages
+    from components.evaluation.domains import held_out_conditions
+
+    raw = RawImages(np.zeros((6, 3, 8, 8), np.uint8), None, [], "two-sets", train_count=2,
+                    attributes=np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]], np.uint8),
+                    attribute_mask=np.array([[1, 1, 0], [0, 0, 1]] * 3, np.uint8), attribute_names=["a", "b", "c"],
+                    label_sets=[2, 1])
+    write_prepared(raw, tmp_path / "p")
+    prepared = load_prepared(tmp_path / "p")
+    (batch,) = held_out_conditions(prepared, 10, attributes=True)
+    partners = np.roll(batch.rows, 1)
+    np.testing.assert_array_equal(batch.condition.target_mask.numpy(), prepared.attribute_mask[partners])
 
 
 def test_generate_needs_a_condition_per_output():
