@@ -13,8 +13,8 @@ label. Objective (WGAN-GP form, as the paper trains it):
 
 with L_cls^r D's classification loss of real images against their own labels
 c', L_cls^f D's classification of G's outputs against the target labels c,
-lambda_gp = 10, lambda_cls = 1, lambda_rec = 10, n_critic = 5, Adam(1e-4,
-betas 0.5, 0.999). Labels are attributes (multi-label, binary cross-entropy
+lambda_gp = 10, lambda_cls = 1, lambda_rec = 10, n_critic = 5, Adam(betas 0.5,
+0.999) at 2e-4 (the paper: 1e-4; see StarGANConfig.lr). Labels are attributes (multi-label, binary cross-entropy
 summed over the attributes: the CelebA setting) or single-label domains
 (one-hot, cross-entropy: RaFD). The targets of a batch are a random
 permutation of its own labels, as in the official code, so attribute targets
@@ -272,7 +272,10 @@ class StarGANConfig:
     cls_weight: float = 1.0  # lambda_cls
     rec_weight: float = 10.0  # lambda_rec
     n_critic: int = 5
-    lr: float = 1e-4  # both G and D, as the paper
+    # both G and D. The paper's 1e-4 learns the domains slowly at short budgets: on digit_domains (colour
+    # domains), 300 steps, batch 16 per worker, 2 workers (2026-12-02), 2e-4 reached the requested colour in
+    # 1.00 of translations (1e-4: 0.585) at FID 511 (895), keeping the digit class alike (0.155 vs 0.175).
+    lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
 

@@ -28,8 +28,9 @@ Weights are the paper's: lambda_0 = 10, lambda_1 = lambda_3 = 0.1, lambda_2 =
 lambda_4 = 100. The later official code uses 1, 0.01, 10: the same ratios, a
 factor 10 lower, which Adam's scale invariance makes the same update. The GAN
 loss is least squares (the official code's ``lsgan``; the paper writes the
-standard GAN value function, available as ``gan_loss = "bce"``). Adam, lr 1e-4,
-betas (0.5, 0.999); one D step then one G step per batch.
+standard GAN value function, available as ``gan_loss = "bce"``). Adam, betas
+(0.5, 0.999), lr 4e-4 rather than the paper's 1e-4 (measured below); one D step
+then one G step per batch.
 
 At generate and export time the code is the mean E_i(x) (no noise): a
 deterministic translation, the mode of q_i.
@@ -128,7 +129,9 @@ class UNITConfig:
     reconstruction_weight: float = 100.0  # lambda_2
     cycle_kl_weight: float = 0.1  # lambda_3
     cycle_weight: float = 100.0  # lambda_4
-    lr: float = 1e-4
+    # The paper's 1e-4 is slow at short budgets: on digits2colored, 300 steps, batch 16 per worker, 2 workers
+    # (2026-12-02), 4e-4 gave FID 98 / content preserved 0.165 / cycle L1 0.187 against 170 / 0.100 / 0.306.
+    lr: float = 4e-4
     beta1: float = 0.5
     beta2: float = 0.999
 
