@@ -9,9 +9,11 @@ cluster starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import typing
 from pathlib import Path
@@ -31,6 +33,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    # inf passes ``> 0``; a GPU count or a promotion margin of inf is never meant
+    return _is_number(value) and math.isfinite(value)
+
+
 def _checked(predicate, expected: str):
     def check(value: Any) -> Any:
         if not predicate(value):
@@ -43,9 +50,9 @@ def _checked(predicate, expected: str):
 PositiveInt = Annotated[int, _checked(lambda v: _is_int(v) and v > 0, "a positive integer")]
 NonNegativeInt = Annotated[int, _checked(lambda v: _is_int(v) and v >= 0, "a non-negative integer")]
 AnyInt = Annotated[int, _checked(_is_int, "an integer")]
-PositiveFloat = Annotated[float, _checked(lambda v: _is_number(v) and v > 0, "a positive number")]
+PositiveFloat = Annotated[float, _checked(lambda v: _is_finite(v) and v > 0, "a positive number")]
 NonNegativeFloat = Annotated[
-    float, _checked(lambda v: _is_number(v) and v >= 0, "a non-negative number")
+    float, _checked(lambda v: _is_finite(v) and v >= 0, "a non-negative number")
 ]
 Flag = Annotated[bool, _checked(lambda v: isinstance(v, bool), "true or false")]
 Text = Annotated[str, _checked(lambda v: isinstance(v, str) and v != "", "a non-empty string")]
@@ -125,6 +132,8 @@ class RegistryConfig(_Section):
     champion_alias: Text = "champion"
     min_improvement: NonNegativeFloat = 0.0  # FID points a challenger must gain besides beating the noise
     noise_sigmas: NonNegativeFloat = 2.0  # promote only if the FID gain exceeds this many combined std devs
+    # a noise-to-image generator whose samples cover fewer of the data's classes has collapsed: not registered
+    min_classes_covered: NonNegativeInt = 2
 
 
 class Params(_Section):
@@ -161,17 +170,60 @@ class Params(_Section):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_MAX_DEPTH, _MAX_NODES = 32, 100_000  # params.yaml nests 4 deep; the limits stop alias loops and alias bombs
+_YAML_FAILURES = (
+    yaml.YAMLError,
+    ValueError,  # PyYAML's constructors: a date like 2020-13-45, an int beyond Python's 4300-digit limit
+    OverflowError,
+    RecursionError,  # PyYAML's composer recurses once per nesting level
+)
+
+
+def _shown(value: Any, limit: int = 100) -> str:
+    """``repr(value)`` for a one-line message: cut to ``limit`` characters (repr escapes newlines)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit str limit
+        return "an integer too long to print"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key(part: Any) -> str:
+    """One key of a key path: as written when plain, else quoted so the message stays one readable line."""
+    if isinstance(part, str) and part and part.isprintable() and len(part) <= 40:
+        return part
+    return _shown(part, 40)
+
+
+def _check_shape(raw: Any, source: str) -> None:
+    """Refuse nesting deeper than any params.yaml needs, and YAML aliases that contain themselves or expand to
+    millions of values, before deepcopy, pydantic or repr recurse into them."""
+    stack, seen = [(raw, ())], 0
+    while stack:
+        node, path = stack.pop()
+        seen += 1
+        if len(path) > _MAX_DEPTH or seen > _MAX_NODES:
+            where = ".".join(_key(p) for p in path[:4]) + ("..." if len(path) > 4 else "")
+            raise ConfigError(f"{source}: {where}: nested more than {_MAX_DEPTH} levels deep or more than "
+                              f"{_MAX_NODES} values (a YAML alias inside its own anchor?); expected the shape of "
+                              "params.yaml")
+        if isinstance(node, dict):
+            stack.extend((value, path + (key,)) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, path + (index,)) for index, value in enumerate(node))
+
+
 def _describe(error: dict) -> str:
-    path = ".".join(str(p) for p in error["loc"])
+    path = ".".join(_key(p) for p in error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{path}: unknown key"
     if kind == "missing":
         return f"{path}: required key is missing"
-    message = error["msg"].removeprefix("Value error, ")
+    message = " ".join(error["msg"].removeprefix("Value error, ").split())
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         message = "expected a mapping"
-    return f"{path}: {message}, got {error['input']!r}"
+    return f"{path}: {message}, got {_shown(error['input'])}"
 
 
 def _unknown_key_hint(model: type[BaseModel], loc: tuple) -> str:
@@ -190,6 +242,7 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    _check_shape(raw, source)
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:
@@ -207,11 +260,11 @@ def _check_families(params: Params, source: str) -> None:
     for index, name in enumerate(params.families):
         if name not in known:
             raise ConfigError(
-                f"{source}: families[{index}]: unknown family {name!r} (expected one of: {', '.join(known)})"
+                f"{source}: families[{index}]: unknown family {_shown(name)} (expected one of: {', '.join(known)})"
             )
     for name, overrides in params.overrides.items():
         if name not in known:
-            raise ConfigError(f"{source}: overrides.{name}: unknown family (expected one of: {', '.join(known)})")
+            raise ConfigError(f"{source}: overrides.{_key(name)}: unknown family (expected one of: {', '.join(known)})")
         try:
             build_family_config(get_family(name), overrides, f"overrides.{name}")
         except ConfigError as exc:
@@ -226,18 +279,18 @@ def build_family_config(family_cls: Any, overrides: dict[str, Any], where: str =
     values = {}
     for key, value in overrides.items():
         if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown hyperparameter of {family_cls.name} "
+            raise ConfigError(f"{where}.{_key(key)}: unknown hyperparameter of {family_cls.name} "
                               f"(expected one of: {', '.join(names)})")
         try:
             values[key] = TypeAdapter(types[key]).validate_python(value, strict=_strict(value))
         except ValidationError:
-            raise ConfigError(f"{where}.{key}: expected {_type_phrase(types[key])}, got {value!r}") from None
+            raise ConfigError(f"{where}.{key}: expected {_type_phrase(types[key])}, got {_shown(value)}") from None
         if _is_number(values[key]) and not (0 <= values[key] < float("inf")):
-            raise ConfigError(f"{where}.{key}: expected a finite non-negative number, got {value!r}")
+            raise ConfigError(f"{where}.{key}: expected a finite non-negative number, got {_shown(value)}")
     try:
         return config_cls(**values)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from None
 
 
 def _type_phrase(annotation: Any) -> str:
@@ -273,24 +326,25 @@ def parse_override(assignment: str) -> tuple[list[str], Any]:
     """``train.steps=200`` -> (["train", "steps"], 200); the value is read as YAML."""
     key, sep, value = assignment.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {assignment!r}: expected KEY.PATH=VALUE, e.g. train.steps=200")
+        raise ConfigError(f"--set {_shown(assignment)}: expected KEY.PATH=VALUE, e.g. train.steps=200")
     try:
         parsed = read_yaml(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+    except _YAML_FAILURES:
+        parsed = value  # validation then names the key and shows the text as given
     return key.strip().split("."), parsed
 
 
 def apply_overrides(raw: dict, assignments: list[str]) -> dict:
-    """Set each ``KEY.PATH=VALUE`` in a copy of ``raw``."""
-    merged = json.loads(json.dumps(raw)) if raw else {}
+    """Set each ``KEY.PATH=VALUE`` in a copy of ``raw`` (whose shape ``_check_shape`` has accepted)."""
+    # deepcopy, not a JSON round trip: YAML dates, sets and binary values must reach validation, which names them
+    merged = copy.deepcopy(raw) if raw else {}
     for assignment in assignments:
         path, value = parse_override(assignment)
         node = merged
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {assignment!r}: {part} is not a mapping")
+                raise ConfigError(f"--set {_shown(assignment)}: {_key(part)} is not a mapping")
             node = child
         node[path[-1]] = value
     return merged
@@ -307,7 +361,10 @@ def anchor_paths(params: Params, base: Path) -> Params:
         holder = getattr(anchored, section)
         value = getattr(holder, key)
         if "://" not in value and not Path(value).is_absolute():
-            setattr(holder, key, str((base / value).resolve()))
+            try:
+                setattr(holder, key, str((base / value).resolve()))
+            except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+                raise ConfigError(f"{section}.{key}: not a usable path ({exc}), got {_shown(value)}") from None
     return anchored
 
 
@@ -321,13 +378,29 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = 
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        raw = read_yaml(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); expected a UTF-8 YAML file") from None
+    try:
+        raw = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except _YAML_FAILURES as exc:
+        reason = ("nested too deeply" if isinstance(exc, RecursionError) else "an integer of more than 4300 digits"
+                  if "integer string conversion" in str(exc) else " ".join(str(exc).split())[:120])
+        raise ConfigError(f"{path}: not valid YAML ({reason})") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     source = f"{path.name} (with --set)" if overrides else path.name
-    params = validate_params(apply_overrides(raw or {}, overrides or []), source)
-    return anchor_paths(params, path.resolve().parent)
+    _check_shape(raw, path.name)
+    try:
+        merged = apply_overrides(raw or {}, overrides or [])
+    except ConfigError as exc:  # the --set syntax errors: prefixed like every other error of this file
+        raise ConfigError(f"{source}: {exc}") from None
+    params = validate_params(merged, source)
+    try:
+        return anchor_paths(params, path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ HELD_OUT_FRACTION = 0.1  # of a segmentation folder (sorted by name): the last t
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _GREY = {"1", "L", "LA"} | _SIXTEEN_BIT
+MAX_IMAGE_PIXELS = 4096 * 4096  # the largest image decoded; a bigger header is refused before decoding (a bomb)
+MAX_CLASSES = 65536  # of an .npz's labels, whose class list is 0..max label: a huge label would allocate it
 _READ_BATCH = 256  # files fetched together (concurrently on S3); bounds the undecoded bytes held at once
 _S3_CONFIG = {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 2}}
 
@@ -170,6 +173,9 @@ def _npz(spec: str, path: Path) -> RawImages:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as exc:
+        if "Object arrays cannot be loaded" in str(exc):  # numpy refuses them before unpickling anything
+            raise DataError(f"{path}: holds pickled Python objects (an object array), which are not accepted; "
+                            "expected numeric arrays 'images' and optional 'labels'") from None
         raise DataError(f"{path}: cannot read as .npz ({_reason(exc)})") from exc
     if "images" not in arrays:
         raise DataError(f"{path}: no 'images' array (found {sorted(arrays)}); expected 'images' and optional 'labels'")
@@ -207,6 +213,9 @@ def _npz_labels(labels: np.ndarray, count: int, path: Path) -> np.ndarray:
         raise DataError(f"{path}: {len(labels)} labels for {count} images; expected one label per image")
     if labels.min() < 0:
         raise DataError(f"{path}: negative label {labels.min()}; expected labels 0..K-1")
+    if labels.max() >= MAX_CLASSES:
+        raise DataError(f"{path}: label {labels.max()} is out of range; expected labels 0..K-1 with at most "
+                        f"{MAX_CLASSES} classes")
     return labels.astype(np.int64)
 
 
@@ -303,6 +312,8 @@ def _list(store: _Store, path: str, allowed: tuple[str, ...] = ()) -> tuple[list
             continue
         if name == path and entry["type"] != "directory":
             raise DataError(f"{store.url(path)}: is a file; expected a folder of images")
+        if entry.get("islink"):  # local folders only: S3 has no links
+            _check_inside(store, name)
         if entry["type"] == "directory":
             dirs.append(name)
         elif name.lower().endswith(IMAGE_SUFFIXES) or name.rsplit("/", 1)[-1] in allowed:
@@ -312,18 +323,48 @@ def _list(store: _Store, path: str, allowed: tuple[str, ...] = ()) -> tuple[list
     return sorted(dirs), sorted(files)
 
 
+def _check_inside(store: _Store, name: str) -> None:
+    """Refuse a symbolic link that leads outside the dataset folder: the data is what the folder holds."""
+    target, root = os.path.realpath(name), os.path.realpath(store.root)
+    if os.path.commonpath([target, root]) != root:
+        raise DataError(f"{store.url(name)}: a symbolic link to {target}, outside the dataset folder "
+                        f"{store.url(store.root)}; expected files inside it")
+
+
 def _read_images(store: _Store, paths: list[str], image_size: int | None) -> np.ndarray:
     return _stack(_decode_all(store, paths), [store.url(p) for p in paths], image_size)
+
+
+def _open_image(data: bytes, where: str, formats: tuple[str, ...]) -> Image.Image:
+    """``Image.open`` (which reads only the header), refusing an empty file or a header that declares more than
+    MAX_IMAGE_PIXELS before a single pixel is decompressed."""
+    if not data:
+        raise DataError(f"{where}: empty file (0 bytes); expected a valid {' or '.join(formats)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # Pillow's own (higher) limits: refuse too
+        try:
+            img = Image.open(io.BytesIO(data), formats=formats)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{where}: refused as a decompression bomb ({exc}); expected at most "
+                            f"{MAX_IMAGE_PIXELS} pixels") from None
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise DataError(f"{where}: image is {width}x{height} = {width * height} pixels, over the limit of "
+                        f"{MAX_IMAGE_PIXELS} (4096x4096) pixels (a decompression bomb?); expected a smaller image")
+    return img
 
 
 def _decode(data: bytes, where: str) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 H,W (greyscale) or H,W,3 (colour)."""
     try:
-        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as img:
+        with _open_image(data, where, ("PNG", "JPEG")) as img:
             img.load()  # decode every pixel now, so a truncated file fails here
             if img.mode in _SIXTEEN_BIT:
                 return np.rint(np.asarray(img, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)
             return np.asarray(img.convert("L" if img.mode in _GREY else "RGB"))
+    except DataError:
+        raise
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error ...) on bad bytes
         raise DataError(f"{where}: cannot decode image ({_reason(exc)}); expected a valid PNG or JPEG") from exc
 
@@ -432,7 +473,7 @@ def _class_names(store: _Store, files: list[str]) -> list[str]:
 
 def _label_map(data: bytes, where: str, classes: int | None) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data), formats=("PNG",)) as img:
+        with _open_image(data, where, ("PNG",)) as img:
             img.load()
             if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise DataError(f"{where}: label map has mode {img.mode}; expected a single-channel PNG of class "

@@ -7,6 +7,8 @@ count are read from the model's MLmodel metadata, written when it was logged.
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,37 @@ if TYPE_CHECKING:
     import torch
 
 _NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+_ALIAS = re.compile(r"[A-Za-z0-9_-]+")
+_SUFFIX = re.compile(r"[A-Za-z0-9_]+")  # a version number, 'latest' or a stage name
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
+_URI_FORMS = "expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+
+
+def _plain_name(name: str) -> bool:
+    """A registered model name MLflow accepts and no store could read as a path: no '/', ':', '..' (its rule), and
+    no '@' or backslash either."""
+    return (bool(name.strip()) and not any(c in name for c in "/:@\\") and posixpath.normpath(name) == name
+            and name != "." and not name.startswith(".."))
+
+
+def check_model_uri(uri: str) -> str:
+    """``uri`` if it is a registered-model URI whose parts cannot name files; else one line, before any access."""
+    ok = False
+    if uri.isprintable() and uri.startswith("models:/"):
+        name, slash, suffix = uri[len("models:/"):].partition("/")
+        if slash:
+            ok = _plain_name(name) and bool(_SUFFIX.fullmatch(suffix))
+        else:
+            name, at, alias = name.partition("@")
+            ok = _plain_name(name) and (not at or bool(_ALIAS.fullmatch(alias)))
+    elif uri.isprintable() and uri.startswith("runs:/"):
+        run_id, slash, path = uri[len("runs:/"):].partition("/")
+        segments = path.split("/")
+        ok = bool(_RUN_ID.fullmatch(run_id)) and bool(slash) and all(
+            s and s not in (".", "..") and "\\" not in s for s in segments)
+    if not ok:
+        raise GanzooError(f"{uri!r}: not a registered model URI; {_URI_FORMS} (no '/', ':', '@' or '..' in a name)")
+    return uri
 
 
 @dataclass
@@ -39,9 +72,13 @@ class RegisteredGenerator:
         return torch.cat([latents, torch.nn.functional.one_hot(labels, self.num_classes).float()], dim=1)
 
 
-@with_store_retries
 def load_registered_generator(uri: str) -> RegisteredGenerator:
     """Load ``uri`` (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/…``) from the configured store."""
+    return _load_checked(check_model_uri(uri))  # checked outside the retries: a bad URI is never transient
+
+
+@with_store_retries
+def _load_checked(uri: str) -> RegisteredGenerator:
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info

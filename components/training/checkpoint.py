@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from components.errors import CheckpointError
+from components.errors import CheckpointError, ConfigError
 from components.families import DataSpec, Family, build_family
 
 STATE_FILE, CONFIG_FILE, COMPLETE_FILE, HISTORY_FILE = "state.pt", "config.json", "COMPLETE", "history.json"
@@ -73,10 +74,31 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     if not (directory / COMPLETE_FILE).is_file():
         raise CheckpointError(f"{directory}: not a complete ganzoo checkpoint (no {COMPLETE_FILE} marker)")
+    path = directory / CONFIG_FILE
     try:
-        return json.loads((directory / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable checkpoint config ({exc})") from None
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({_first_line(exc)})") from None
+    # every reader indexes these: a hand-edited or foreign config.json must fail here, as one line
+    if not (isinstance(meta, dict) and isinstance(meta.get("family"), str) and isinstance(meta.get("config"), dict)
+            and isinstance(meta.get("spec"), dict)):
+        raise CheckpointError(f"{path}: not a ganzoo checkpoint config; expected a mapping with family, config "
+                              "and spec")
+    return meta
+
+
+def require_family(directory: str | Path, family: str) -> dict[str, Any]:
+    """The checkpoint's meta, refusing a checkpoint of another family than ``family``."""
+    meta = read_checkpoint_meta(directory)
+    if meta["family"] != family:
+        raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: checkpoint of family {meta['family']!r}, "
+                              f"expected {family!r}")
+    return meta
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def read_history(directory: str | Path) -> list[dict[str, Any]]:
@@ -94,33 +116,102 @@ def read_history(directory: str | Path) -> list[dict[str, Any]]:
 def load_state(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / STATE_FILE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path}: cannot load checkpoint state ({exc})") from None
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses any pickled global before calling it: the payload never ran
+        raise CheckpointError(f"{path}: refused: it holds pickled Python objects, not only tensors and numbers "
+                              "(a tampered or foreign file); expected a ganzoo checkpoint state") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot load checkpoint state ({_first_line(exc)})") from None
+    if not (isinstance(payload, dict) and isinstance(payload.get("nets"), dict) and "step" in payload):
+        raise CheckpointError(f"{path}: not a ganzoo checkpoint state; expected nets, optimizers and step")
+    return payload
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as config.json holds it (tuples as lists), so saved and live configs compare equal."""
+    return json.loads(json.dumps(_jsonable(value), sort_keys=True, default=str))
+
+
+def _differences(saved: dict[str, Any], live: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(saved) | set(live) if saved.get(k) != live.get(k))
+    return ", ".join(f"{k} {saved.get(k)!r} vs {live.get(k)!r}" for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
+
+
+def _check_matches(directory: Path, meta: dict[str, Any], family: Family) -> None:
+    """Refuse a checkpoint trained on other data (spec) than ``family`` was built for."""
+    if meta["family"] != family.name:
+        raise CheckpointError(f"{directory}: checkpoint of family {meta['family']!r}, not {family.name!r}")
+    try:
+        saved = _plain(dataclasses.asdict(DataSpec(**meta["spec"])))  # fills fields older checkpoints lack
+    except TypeError as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: spec is not a data spec ({_first_line(exc)})") from None
+    live = _plain(dataclasses.asdict(family.spec))
+    if saved != live:
+        raise CheckpointError(f"{directory}: checkpoint of {family.name} for other data (checkpoint vs expected: "
+                              f"{_differences(saved, live)})")
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if hasattr(value, "shape") else type(value).__name__
+
+
+def _load_nets(directory: Path, meta: dict[str, Any], family: Family, saved: dict[str, Any]) -> None:
+    """Load each network, refusing before any is touched weights whose names or shapes differ (other sizes)."""
+    config = _differences(_plain(meta["config"]), _plain(dataclasses.asdict(family.config)))
+    for name, module in family.nets.items():
+        state = saved.get(name)
+        mine = module.state_dict()
+        problem = None
+        if not isinstance(state, dict):
+            problem = f"no weights for network {name!r}"
+        elif set(state) != set(mine):
+            problem = f"network {name!r} has other layers ({sorted(set(state) ^ set(mine))[0]!r})"
+        else:
+            wrong = [k for k in mine if getattr(state[k], "shape", None) != getattr(mine[k], "shape", None)]
+            if wrong:
+                problem = (f"network {name!r}: {wrong[0]} is {_shape(state[wrong[0]])} in the checkpoint, "
+                           f"{_shape(mine[wrong[0]])} expected")
+        if problem:
+            raise CheckpointError(f"{directory}: checkpoint of {family.name} does not fit: {problem}"
+                                  + (f" (config checkpoint vs expected: {config})" if config else ""))
+    for name, module in family.nets.items():
+        module.load_state_dict(saved[name])
 
 
 def restore_into(
     directory: str | Path, family: Family, optimizers: dict[str, torch.optim.Optimizer] | None = None
 ) -> TrainingState:
-    """Load networks (and optimizers) saved in ``directory`` into an already built family."""
+    """Load networks (and optimizers) saved in ``directory`` into an already built family.
+
+    A checkpoint of another family, of other data (spec) or of other network sizes is refused, naming both.
+    """
+    directory = Path(directory)
     meta = read_checkpoint_meta(directory)
-    if meta["family"] != family.name:
-        raise CheckpointError(f"{directory}: checkpoint of family {meta['family']!r}, not {family.name!r}")
+    _check_matches(directory, meta, family)
     payload = load_state(directory)
-    for name, module in family.nets.items():
-        module.load_state_dict(payload["nets"][name])
+    _load_nets(directory, meta, family, payload["nets"])
+    saved_optimizers = payload.get("optimizers")
     for name, opt in (optimizers or {}).items():
-        opt.load_state_dict(payload["optimizers"][name])
+        try:
+            opt.load_state_dict(saved_optimizers[name])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{directory}: optimizer {name!r} does not fit this {family.name} "
+                                  f"({_first_line(exc)})") from None
     return TrainingState(step=int(payload["step"]), rng=payload.get("rng", {}))
 
 
-def load_family(directory: str | Path) -> tuple[Family, dict[str, Any]]:
-    """Rebuild a family from its checkpoint alone (by name and resolved config)."""
+def load_family(directory: str | Path, family: str | None = None) -> tuple[Family, dict[str, Any]]:
+    """Rebuild a family from its checkpoint alone (by name and resolved config); with ``family``, refuse a
+    checkpoint of any other family."""
     directory = resolve_checkpoint_dir(directory)
-    meta = read_checkpoint_meta(directory)
-    family = build_family(meta["family"], DataSpec(**meta["spec"]), meta["config"])
-    restore_into(directory, family)
-    return family, meta
+    meta = read_checkpoint_meta(directory) if family is None else require_family(directory, family)
+    try:
+        built = build_family(meta["family"], DataSpec(**meta["spec"]), meta["config"])
+    except (ConfigError, TypeError) as exc:  # an unknown family or hyperparameter in a foreign config.json
+        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot rebuild the family ({_first_line(exc)})") from None
+    restore_into(directory, built)
+    return built, meta
 
 
 def resolve_checkpoint_dir(path: str | Path) -> Path:
@@ -133,4 +224,11 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     candidates = sorted(p.parent for p in path.rglob(COMPLETE_FILE))
     if not candidates:
         raise CheckpointError(f"{path}: holds no complete checkpoint")
-    return max(candidates, key=lambda p: int((p / COMPLETE_FILE).read_text().strip() or 0))
+    return max(candidates, key=_completed_step)
+
+
+def _completed_step(directory: Path) -> int:
+    text = (directory / COMPLETE_FILE).read_text().strip() or "0"
+    if not text.isdigit():
+        raise CheckpointError(f"{directory / COMPLETE_FILE}: holds {text[:40]!r}; expected the step number")
+    return int(text)
