@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow test-zoo test-all test-fast bench clean
+.PHONY: run test test-slow test-zoo chaos test-all test-fast bench clean
 
 # torch first, pinned: an unpinned torch (or any package that asks for one) pulls CUDA builds.
 $(STAMP): pyproject.toml
@@ -21,9 +21,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
-# The slow integration tests (worker kills, multi-node, serve, submit, learning); CI runs them too.
+# The slow integration tests (multi-node, serve, submit, learning); CI runs them too.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "slow and not zoo" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "slow and not zoo and not chaos" tests
+
+# Fault injection with real processes: killed workers and drivers, a diverging family, a locked registry
+# (docs/reliability.md); CI runs them too.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests
 
 # Whole flow runs over each group of families: the families' smoke tests on Ray and their quality checks,
 # in two runs of under 20 minutes each: noise-to-image, paired and segmentation; then unpaired and multi-domain.
@@ -31,7 +36,7 @@ test-zoo: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m zoo tests --ignore=tests/integration/test_domain_flow.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m zoo tests/integration/test_domain_flow.py
 
-test-all: test test-slow test-zoo
+test-all: test test-slow test-zoo chaos
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -67,6 +68,8 @@ def train(
     """Prepare the data and train families on Ray; prints where each final checkpoint is."""
     from components import pipeline
 
+    if run_name is not None:
+        _check_run_name(run_name)
     assignments = list(sets or [])
     assignments += [f"train.workers={workers}"] if workers is not None else []
     assignments += [f"train.steps={steps}"] if steps is not None else []
@@ -88,6 +91,13 @@ def train(
             typer.echo(f"{name}: {record['status']}: {record['reason']}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _check_run_name(name: str) -> None:
+    """A run name becomes a folder under train.storage_path: one plain path component, never '..' or a path."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise GanzooError(f"--run-name {name!r}: expected letters, digits, '_', '-' or '.' (one folder name, "
+                          "no '/' or '..')")
 
 
 @app.command()
@@ -125,6 +135,10 @@ def sample(
     if sum(x is not None for x in (checkpoint, model, family)) != 1:
         raise GanzooError("sample: give exactly one of --checkpoint PATH, --model models:/NAME@ALIAS or "
                           "--family NAME")
+    if model is not None:
+        from components.registry.models import check_model_uri
+
+        check_model_uri(model)  # before the params file or the store is read
     if out.suffix.lower() not in (".npz", ".png"):
         raise GanzooError(f"--out {out}: expected a .npz or .png file name")
     if n is not None and n <= 0:
@@ -215,10 +229,13 @@ def _family_checkpoint(family: str, params_file: Path, sets: Optional[List[str]]
     """The checkpoint of the family's last finished training, as ``ganzoo evaluate`` finds it."""
     from components import pipeline
     from components.families import get_family
+    from components.training.checkpoint import require_family, resolve_checkpoint_dir
 
     get_family(family)  # an unknown name fails here, naming the known ones
     params = _load(params_file, list(sets or []))
-    return pipeline.fetch_checkpoint(params, pipeline.read_training(params, family)["checkpoint"])
+    checkpoint = pipeline.fetch_checkpoint(params, pipeline.read_training(params, family)["checkpoint"])
+    require_family(resolve_checkpoint_dir(checkpoint), family)  # training.json may name another family's run
+    return checkpoint
 
 
 def _sample_text(checkpoint: Optional[Path], model: Optional[str], text: str, n: int, seed: int,
@@ -441,6 +458,35 @@ def evaluate(
         typer.echo(f"{name}: FID {m['fid']:.3f} (floor {m['fid_floor']:.3f}), KID {m['kid']:.4f}, "
                    f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, classes {m['classes_covered']:.0f}; "
                    f"extractor {report['extractor']}")
+
+
+@app.command()
+def register(
+    run_name: Optional[str] = typer.Option(None, "--run", help="A training run's name (training.json's "
+                                           "run_name), e.g. one a flow trained but could not register."),
+    family: Optional[str] = typer.Option(None, "--family", "-f", help="The family's last finished training."),
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Register a finished training's model (evaluating it first if needed) and apply the promotion gate.
+
+    Registration is idempotent: a run registered before gets its existing version back."""
+    from components import pipeline
+
+    if (run_name is None) == (family is None):
+        raise GanzooError("register: give exactly one of --run NAME or --family NAME")
+    params = _load(params_file, list(sets or []))
+    if family is not None:
+        _check_family_name(family)
+    name = family or pipeline.family_of_run(params, run_name)
+    record = pipeline.register_run(params, name)
+    typer.echo(f"{record['model']} version {record['version']}: {record['decision']}: {record['reason']}")
+
+
+def _check_family_name(name: str) -> None:
+    from components.families import get_family
+
+    get_family(name)  # an unknown name fails here, naming the known ones
 
 
 @app.command()

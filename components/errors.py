@@ -19,3 +19,12 @@ class DataError(GanzooError):
 
 class CheckpointError(GanzooError):
     """A checkpoint is missing, incomplete or does not match its family."""
+
+
+class DivergedError(GanzooError):
+    """A run diverged (non-finite losses) or its generator collapsed: it is never registered, and retrying the
+    same stage would give the same answer."""
+
+
+class StoreUnavailableError(GanzooError):
+    """The MLflow store still failed after its retries (a locked SQLite file, a tracking server down)."""

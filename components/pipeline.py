@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import Params
-from components.errors import GanzooError
+from components.errors import GanzooError, StoreUnavailableError
 
 TRAINING_FILE, METRICS_FILE, REGISTRY_FILE = "training.json", "metrics.json", "registry.json"
 SAMPLES_FILE, LOSSES_FILE = "samples.png", "losses.png"
@@ -109,6 +109,9 @@ def start_cluster(params: Params) -> int:
 
 
 def family_dir(params: Params, family: str) -> Path:
+    from components.families import get_family
+
+    get_family(family)  # a registered name only: '../x' from the command line never leaves reports_dir
     return Path(params.evaluation.reports_dir) / family
 
 
@@ -258,15 +261,61 @@ def register_stage(params: Params, family: str) -> dict[str, Any]:
 
     training = read_training(params, family)
     evaluation = read_evaluation(params, family)
+    refuse_collapsed(params, family, evaluation)
     out = family_dir(params, family)
     training = {**training, "checkpoint_uri": training["checkpoint"],
                 "checkpoint": fetch_checkpoint(params, training["checkpoint"])}
-    run = log_family_run(params, family, training, evaluation, artifacts=[out / SAMPLES_FILE, out / LOSSES_FILE,
-                                                                          out / METRICS_FILE])
-    version = register_version(params, family, training, evaluation, run)
+    try:
+        run = log_family_run(params, family, training, evaluation, artifacts=[out / SAMPLES_FILE, out / LOSSES_FILE,
+                                                                              out / METRICS_FILE])
+        version = register_version(params, family, training, evaluation, run)
+    except StoreUnavailableError as exc:
+        raise StoreUnavailableError(f"{exc}; the trained checkpoint is kept: `ganzoo register --run "
+                                    f"{training.get('run_name')}` registers it when the store is back") from exc
     record = {"model": model_name(params, family), "version": str(version)}
     _write_json(out / REGISTRY_FILE, record)
     return record
+
+
+def refuse_collapsed(params: Params, family: str, evaluation: dict[str, Any]) -> None:
+    """Raise DivergedError for a noise-to-image family whose generator collapsed (see ``collapse_reason``)."""
+    from components.data import load_prepared
+    from components.errors import DivergedError
+    from components.families import get_family
+    from components.families.base import TRANSLATION_TASKS
+    from components.registry.register import collapse_reason
+
+    if get_family(family).task in TRANSLATION_TASKS:
+        return
+    classes = load_prepared(params.data.prepared_dir, verify=False).num_classes
+    reason = collapse_reason(evaluation.get("metrics", {}), classes, params.registry.min_classes_covered)
+    if reason:
+        raise DivergedError(f"{family}: not registered: {reason}")
+
+
+def family_of_run(params: Params, run_name: str) -> str:
+    """The family whose last training (``<reports_dir>/<family>/training.json``) was the run ``run_name``."""
+    reports = Path(params.evaluation.reports_dir)
+    known: dict[str, str] = {}
+    for record_file in sorted(reports.glob(f"*/{TRAINING_FILE}")):
+        try:
+            known[json.loads(record_file.read_text()).get("run_name", "")] = record_file.parent.name
+        except (OSError, json.JSONDecodeError):
+            continue
+    if run_name not in known:
+        listed = ", ".join(sorted(k for k in known if k)) or "none"
+        raise GanzooError(f"--run {run_name}: no training record of that run under {reports} (runs there: {listed})")
+    return known[run_name]
+
+
+def register_run(params: Params, family: str) -> dict[str, Any]:
+    """Register (evaluating first if that never finished) and promote the family's last finished training."""
+    training_file = family_dir(params, family) / TRAINING_FILE
+    metrics_file = family_dir(params, family) / METRICS_FILE
+    if not metrics_file.is_file() or metrics_file.stat().st_mtime < training_file.stat().st_mtime:
+        evaluate_stage(params, family)
+    register_stage(params, family)
+    return promote_stage(params, family)
 
 
 def promote_stage(params: Params, family: str, version: str | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from components import pipeline
 from components.config import Params, load_params
-from components.errors import GanzooError
+from components.errors import DivergedError, GanzooError, StoreUnavailableError
 
 STAGES = ("train", "evaluate", "register", "promote")
 _slots_lock = threading.Lock()
@@ -62,7 +62,20 @@ def evaluate(params: Params, family: str) -> dict[str, Any]:
     return report
 
 
-@task(name="check-unchanged", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def _worth_retrying(task, task_run, state) -> bool:
+    """A diverged or collapsed run gives the same answer every time, and a store failure was already retried
+    with backoff: retry the rest."""
+    try:
+        state.result()
+    except (DivergedError, StoreUnavailableError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="check-unchanged", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_worth_retrying,
+      cache_policy=NO_CACHE)
 def check_unchanged(params: Params, family: str, data_version: str) -> dict[str, Any] | None:
     skip = pipeline.unchanged_champion(params, family, data_version)
     if skip:
@@ -70,12 +83,14 @@ def check_unchanged(params: Params, family: str, data_version: str) -> dict[str,
     return skip
 
 
-@task(name="register", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+@task(name="register", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_worth_retrying,
+      cache_policy=NO_CACHE)
 def register(params: Params, family: str) -> dict[str, Any]:
     return pipeline.register_stage(params, family)
 
 
-@task(name="promote", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+@task(name="promote", retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_worth_retrying,
+      cache_policy=NO_CACHE)
 def promote(params: Params, family: str) -> dict[str, Any]:
     decision = pipeline.promote_stage(params, family)
     get_run_logger().info("%s: version %s %s: %s", family, decision["version"], decision["decision"],

@@ -42,6 +42,16 @@ def version_tags(run_tags: dict[str, str], evaluation: dict[str, Any], run: Logg
     }
 
 
+def collapse_reason(metrics: dict[str, float], num_classes: int, min_classes: int) -> str | None:
+    """Why a noise-to-image generator counts as collapsed (its samples cover fewer than ``min_classes`` of the
+    data's ``num_classes`` classes), or None. Data with fewer classes than that cannot show a collapse."""
+    covered = metrics.get("classes_covered")
+    if covered is None or num_classes < max(min_classes, 2) or covered >= min_classes:
+        return None
+    return (f"diverged: the generator collapsed: its samples cover {covered:.0f} of {num_classes} classes "
+            f"(registry.min_classes_covered is {min_classes})")
+
+
 def find_version_by_key(client, model_name: str, key: str):
     """The model version registered for this idempotency key, or None."""
     found = client.search_model_versions(f"name = '{model_name}' and tags.`{KEY_TAG}` = '{key}'")

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from components.config import RegistryConfig
-from components.errors import GanzooError
+from components.errors import GanzooError, StoreUnavailableError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ATTEMPTS = 4
@@ -113,7 +113,7 @@ def _retry(action: Callable[..., T], args: tuple, kwargs: dict) -> T:
                 raise
             attempts = _attempts(_current_uri())  # read now: the action itself may have configured the store
             if attempt >= attempts:
-                raise GanzooError(_store_failure(action.__name__, exc, attempts)) from exc
+                raise StoreUnavailableError(_store_failure(action.__name__, exc, attempts)) from exc
         time.sleep(delay)
         delay, attempt = delay * 2, attempt + 1
 

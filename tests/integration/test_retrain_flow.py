@@ -38,7 +38,8 @@ def _tiny_params(tmp: Path, endpoint: str) -> dict:
         "evaluation": {"num_samples": 300, "batch_size": 150, "extractor_epochs": 1, "kid_subsets": 5,
                        "kid_subset_size": 100, "fid_bootstrap": 3},
         "registry": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "artifact_location": "s3://ganzoo-mlflow/art",
-                     "artifacts_endpoint_url": endpoint},
+                     "artifacts_endpoint_url": endpoint,
+                     "min_classes_covered": 0},  # 4 steps: too early to judge collapse
     }
 
 

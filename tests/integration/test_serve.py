@@ -107,6 +107,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_server: str)
     params["evaluation"].update({"num_samples": 300, "batch_size": 150, "extractor_epochs": 1, "kid_subsets": 5,
                                  "kid_subset_size": 100, "fid_bootstrap": 3})
     params["registry"]["tracking_uri"] = mlflow_server
+    params["registry"]["min_classes_covered"] = 0  # 4 steps: too early to judge collapse
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 

@@ -12,7 +12,7 @@ import pytest
 from components.training.checkpoint import read_history
 from components.training.launcher import train_family
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 
 def _train_worker_pids() -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from components.data.versioning import init_project
 
@@ -43,6 +44,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     params["evaluation"].update({"num_samples": 200, "batch_size": 100, "extractor_epochs": 1, "kid_subsets": 3,
                                  "kid_subset_size": 50, "fid_bootstrap": 2})
     params["registry"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params["registry"]["min_classes_covered"] = 0  # 3 steps: too early to judge collapse
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -59,3 +61,8 @@ def test_every_noise_to_image_family_trains_evaluates_and_registers_in_one_flow(
         metrics = json.loads((reports / "metrics.json").read_text())["metrics"]
         assert TASK_METRICS.get(row["family"], set()) <= set(metrics), (row["family"], sorted(metrics))
         assert all(math.isfinite(v) for v in metrics.values()), (row["family"], metrics)
+    # eleven families on 2 CPUs, queued for Ray's resources: each finished once and was registered once
+    uri = yaml.safe_load((project / "params.yaml").read_text())["registry"]["tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for family in ZOO:
+        assert [str(v.version) for v in client.search_model_versions(f"name = 'mnist5k-{family}'")] == ["1"], family
