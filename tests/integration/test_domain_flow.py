@@ -57,13 +57,13 @@ def test_stargan_reaches_the_requested_colour_and_keeps_the_digit(ray_cluster, t
     from flows.retrain import retrain
 
     project = make_project(tmp_path, monkeypatch, "digit_domains", ["stargan"],
-                           {"steps": 300, "batch_size": 16, "checkpoint_every": 300, "sample_every": 300},
+                           {"steps": 450, "batch_size": 16, "checkpoint_every": 450, "sample_every": 450},
                            overrides={"stargan": {"labels": "domains"}})
     rows = retrain(params_path=str(project / "params.yaml"))
     assert [(r["family"], r["status"]) for r in rows] == [("stargan", "finished")], rows
     metrics = metrics_of(project, "stargan")
-    # the target is always another colour: copying the input scores 0, a random colour 1/3. Measured at these
-    # 300 steps (2026-12-01): 0.585 reach the requested colour; the digit class survives in 0.175 (chance 0.1):
-    # the digit is kept only weakly this early
-    assert metrics["translation_accuracy"] > 0.5, metrics
-    assert metrics["content_preservation"] > 0.12, metrics
+    # the target is always another colour: copying the input scores 0, a random colour 1/3; the digit class
+    # survives by chance in 0.1. Measured with these settings (2026-12-02): 1.000 reach the requested colour and
+    # the digit class survives in 0.220 (at 300 steps: 1.000 and 0.155; at 600: 1.000 and 0.335)
+    assert metrics["translation_accuracy"] > 0.8, metrics
+    assert metrics["content_preservation"] > 0.15, metrics
