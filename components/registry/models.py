@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,8 @@ _NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_F
 _ALIAS = re.compile(r"[A-Za-z0-9_-]+")
 _SUFFIX = re.compile(r"[A-Za-z0-9_]+")  # a version number, 'latest' or a stage name
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
-_URI_FORMS = "expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+_URI_FORMS = ("expected models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH or the folder of a model saved "
+              "by MLflow")
 
 
 def _plain_name(name: str) -> bool:
@@ -32,6 +34,12 @@ def _plain_name(name: str) -> bool:
     no '@' or backslash either."""
     return (bool(name.strip()) and not any(c in name for c in "/:@\\") and posixpath.normpath(name) == name
             and name != "." and not name.startswith(".."))
+
+
+def _saved_model_folder(uri: str) -> bool:
+    """A path (or file:// URI) the user names on purpose: only a folder holding MLflow's MLmodel file."""
+    path = Path(uri.removeprefix("file://"))
+    return path.is_dir() and (path / "MLmodel").is_file()
 
 
 def check_model_uri(uri: str) -> str:
@@ -49,6 +57,8 @@ def check_model_uri(uri: str) -> str:
         segments = path.split("/")
         ok = bool(_RUN_ID.fullmatch(run_id)) and bool(slash) and all(
             s and s not in (".", "..") and "\\" not in s for s in segments)
+    elif uri.isprintable() and uri:
+        ok = _saved_model_folder(uri)
     if not ok:
         raise GanzooError(f"{uri!r}: not a registered model URI; {_URI_FORMS} (no '/', ':', '@' or '..' in a name)")
     return uri

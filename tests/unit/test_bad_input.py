@@ -483,7 +483,19 @@ def test_model_uris_that_could_name_files_are_refused_before_any_access(monkeypa
     with pytest.raises(GanzooError) as caught:
         models.generate_from_registry(uri, 2)
     assert one_line(caught.value) == (f"{uri!r}: not a registered model URI; expected models:/NAME@ALIAS, "
-                                      "models:/NAME/VERSION or runs:/RUN_ID/PATH (no '/', ':', '@' or '..' in a name)")
+                                      "models:/NAME/VERSION, runs:/RUN_ID/PATH or the folder of a model saved by "
+                                      "MLflow (no '/', ':', '@' or '..' in a name)")
+
+
+def test_a_folder_of_a_model_saved_by_mlflow_is_accepted_and_others_are_not(tmp_path):
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "plain").mkdir()
+    assert models.check_model_uri(str(tmp_path / "saved")) == str(tmp_path / "saved")
+    assert models.check_model_uri(f"file://{tmp_path / 'saved'}") == f"file://{tmp_path / 'saved'}"
+    for refused in (str(tmp_path / "plain"), str(tmp_path / "saved" / "MLmodel")):
+        with pytest.raises(GanzooError, match="not a registered model URI"):
+            models.check_model_uri(refused)
 
 
 def test_a_family_name_never_leaves_the_reports_dir(tmp_path):
@@ -512,7 +524,8 @@ def test_the_cli_refuses_bad_names_with_one_stderr_line_before_reading_anything(
     assert err.count("\n") == 1 and err.endswith(")\n")
     code, err = _main(monkeypatch, capsys, "sample", "--model", "models:/../x", "-o", str(tmp_path / "x.npz"))
     assert (code, err) == (2, "error: 'models:/../x': not a registered model URI; expected models:/NAME@ALIAS, "
-                              "models:/NAME/VERSION or runs:/RUN_ID/PATH (no '/', ':', '@' or '..' in a name)\n")
+                              "models:/NAME/VERSION, runs:/RUN_ID/PATH or the folder of a model saved by MLflow "
+                              "(no '/', ':', '@' or '..' in a name)\n")
     code, err = _main(monkeypatch, capsys, "train", "--run-name", "../../x")
     assert (code, err) == (2, "error: --run-name '../../x': expected letters, digits, '_', '-' or '.' (one folder "
                               "name, no '/' or '..')\n")
