@@ -66,6 +66,14 @@ def run_name_for(params: Params, family: str, data_hash: str) -> str:
     return f"{family}-{digest[:10]}"
 
 
+# Checkpoint storage on S3: each request is retried with the AWS SDK's exponential backoff, and a store that
+# stops answering fails a request within the timeouts instead of hanging the upload (then Ray Train's
+# FailureConfig restarts the workers from the last complete checkpoint, or the run fails with the reason).
+S3_ATTEMPTS = 5
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_REQUEST_TIMEOUT_S = 30.0
+
+
 def storage_for(storage_path: str, endpoint_url: str | None) -> tuple[str, Any]:
     """(storage_path, pyarrow filesystem or None): pyarrow ignores AWS_ENDPOINT_URL, so pass it explicitly."""
     if not storage_path.startswith("s3://"):
@@ -77,7 +85,9 @@ def storage_for(storage_path: str, endpoint_url: str | None) -> tuple[str, Any]:
 
     scheme = "https" if endpoint.startswith("https") else "http"
     host = endpoint.split("://", 1)[-1]
-    return storage_path.removeprefix("s3://"), fs.S3FileSystem(endpoint_override=host, scheme=scheme)
+    return storage_path.removeprefix("s3://"), fs.S3FileSystem(
+        endpoint_override=host, scheme=scheme, connect_timeout=S3_CONNECT_TIMEOUT_S,
+        request_timeout=S3_REQUEST_TIMEOUT_S, retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS))
 
 
 def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> LoopSettings:
@@ -138,6 +148,7 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
             "data_ref": ray.put(training_arrays(prepared)),
             "samples_dir": str(local_run / "samples") if local_run else None,
             "progress": progress,
+            "fallback_checkpoint": latest_complete_checkpoint(storage_path, filesystem, run_name),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=t.workers, use_gpu=use_gpu, resources_per_worker=resources,
@@ -168,8 +179,38 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
     return outcome
 
 
+def latest_complete_checkpoint(storage_path: str, filesystem: Any, run_name: str) -> Any:
+    """The run's newest checkpoint in storage whose files are all there (COMPLETE, config.json, state.pt), as a
+    ray.train.Checkpoint, or None. An S3 object appears only once its upload finished, so a checkpoint cut
+    short by a lost store lacks one of them and is never chosen."""
+    import ray.train
+    from pyarrow import fs as pafs
+
+    from components.training.checkpoint import COMPLETE_FILE, CONFIG_FILE, STATE_FILE
+
+    filesystem = filesystem or pafs.LocalFileSystem()
+    root = f"{storage_path.rstrip('/')}/{run_name}"
+    try:
+        entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError:  # an unreachable store: Ray Train meets it too and reports it
+        return None
+    files = {e.path for e in entries if e.type == pafs.FileType.File}
+    found = []
+    for path in files:
+        folder, name = path.rsplit("/", 1)
+        match = re.fullmatch(r"checkpoint_(\d+)", folder.rsplit("/", 1)[-1])
+        if match and name == COMPLETE_FILE and {f"{folder}/{STATE_FILE}", f"{folder}/{CONFIG_FILE}"} <= files:
+            found.append((int(match.group(1)), folder))
+    return ray.train.Checkpoint(max(found)[1], filesystem=filesystem) if found else None
+
+
 def _first_line(exc: BaseException) -> str:
-    """The first line of the error, and the worker's own exception line when Ray wraps one."""
+    """The first line of the error, and the worker's (or Ray Train controller's) own exception when Ray wraps one."""
+    inner = getattr(exc, "controller_failure", None)  # e.g. the store failing under the checkpoint bookkeeping
+    if isinstance(inner, BaseException):
+        head = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        detail = (str(inner).strip().splitlines() or [""])[0][:300]
+        return f"{head} {type(inner).__name__}: {detail}"
     text = str(exc).strip()
     if not text:
         return type(exc).__name__

@@ -43,7 +43,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                            arrays["inputs"], arrays["label_maps"], arrays.get("domains"), arrays.get("attributes"),
                            arrays.get("attribute_mask"))
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
-    state, history = _resume(family, optimizers, sampler, rank, world)
+    state, history = _resume(family, optimizers, sampler, rank, world, config.get("fallback_checkpoint"))
     nets = wrap_for_data_parallel(family, device, world)
     phases = family.phases()
     progress = _Progress(rank, config.get("progress"), state.step, history)
@@ -71,9 +71,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(progress.send({"status": "finished", "step": state.step, "start_step": state.step}))
 
 
-def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int,
-            world: int) -> tuple[TrainingState, list[dict]]:
-    checkpoint = ray.train.get_checkpoint()
+def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int, world: int,
+            fallback: "ray.train.Checkpoint | None" = None) -> tuple[TrainingState, list[dict]]:
+    # Ray's own record of the run first; else the newest complete checkpoint in storage (Ray's record is written
+    # after the upload, so a store lost in between leaves a checkpoint Ray does not know of)
+    checkpoint = ray.train.get_checkpoint() or fallback
     if checkpoint is None:
         return TrainingState(), []
     with checkpoint.as_directory() as directory:
