@@ -310,6 +310,7 @@ def family_of_run(params: Params, run_name: str) -> str:
 
 def register_run(params: Params, family: str) -> dict[str, Any]:
     """Register (evaluating first if that never finished) and promote the family's last finished training."""
+    read_training(params, family)  # one line when there is none, or it did not finish
     training_file = family_dir(params, family) / TRAINING_FILE
     metrics_file = family_dir(params, family) / METRICS_FILE
     if not metrics_file.is_file() or metrics_file.stat().st_mtime < training_file.stat().st_mtime:
