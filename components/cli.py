@@ -33,9 +33,9 @@ def _load(params_file: Path, sets: Optional[List[str]]):
 @app.command()
 def families() -> None:
     """List every registered family with its task kind and paper."""
-    from components.families import family_names, get_family
+    from components.family_catalog import family_catalog  # read from the families' source: no torch import
 
-    rows = [(n, get_family(n).task.value, get_family(n).paper) for n in family_names()]
+    rows = [(entry.name, entry.task, entry.paper) for entry in family_catalog()]
     width = max(len(r[0]) for r in rows)
     kind_width = max(len(r[1]) for r in rows)
     for name, kind, paper in rows:
