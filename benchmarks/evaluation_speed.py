@@ -3,18 +3,26 @@
     .venv/bin/python benchmarks/evaluation_speed.py [--prepared data/prepared] [--num-samples 5000]
     .venv/bin/python benchmarks/evaluation_speed.py --prdc-points 50000 [--dim 128]
     .venv/bin/python benchmarks/evaluation_speed.py --inception-images 50
+    .venv/bin/python benchmarks/evaluation_speed.py --large 50000
 
-The first form prints (1) the time to train the domain CNN on the prepared data
-(into a fresh temporary cache, so it always trains) and its held-out accuracy,
-(2) the time of ``evaluate_images`` for noise fakes with cold caches (real
-features and the real-vs-real floor computed), (3) the same with the real side
-cached, as when a second checkpoint is scored, (4) N real images as fakes (with
-mnist5k and N = 5000 these are the real set itself, so FID is 0: a check of the
-plumbing, not a floor), and the process's peak RSS.
+The first form (mnist5k prepared into a temporary folder when --prepared holds
+no prepared data) prints (1) the time to train the domain CNN on the prepared
+data (into a fresh temporary cache, so it always trains) and its held-out
+accuracy, (2) the time of ``evaluate_images`` for noise fakes with cold caches
+(real features and the real-vs-real floor computed), (3) the same with the real
+side cached, as when a second checkpoint is scored, and the process's peak RSS.
+Target: extractor training + cold scoring of 5,000 vs 5,000 < 60 s.
 
 ``--prdc-points N`` instead times precision/recall/density/coverage of N random
 fake against N random real features and prints the peak RSS: the chunked
 distances must keep 50,000 x 50,000 far below the 20 GB a full matrix would take.
+``--large N`` scores N generated against N real images end to end, as
+``ganzoo evaluate`` does (features of both sides, FID with its bootstrap, KID,
+precision/recall/density/coverage, the real-vs-real floor): the real set is the
+bundled mnist5k shifted by up to 2 pixels into N distinct images (no download),
+the "generated" set another N shifts; it prints the time and the process's peak
+RSS (target < 4 GB at N = 50,000).
+``--repeats R`` repeats the cold and cached scoring R times after a warm-up.
 ``--inception-images N`` times FID Inception-v3 features of N 28 x 28 images
 (random weights: the speed does not depend on them).
 """
@@ -23,11 +31,19 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import record, repeat, seconds, show, spread  # noqa: E402
 
 from components.config import EvaluationConfig
 from components.data import load_prepared, to_unit_range
@@ -50,8 +66,46 @@ def _show(report) -> None:
     print("  " + ", ".join(f"{k}={report.metrics[k]:.4g}" for k in keys))
 
 
-def _peak_rss() -> None:
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+def _peak_rss() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak:.0f} MiB")
+    return peak
+
+
+def shifted(images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` copies of ``images`` (uint8 N x C x H x W), each rolled by a random -2..2 pixels in x and y."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(images), count)
+    shifts = rng.integers(-2, 3, (count, 2))
+    out = np.empty((count, *images.shape[1:]), dtype=np.uint8)
+    for i, (row, (dy, dx)) in enumerate(zip(rows, shifts)):
+        out[i] = np.roll(images[row], (int(dy), int(dx)), axis=(1, 2))
+    return out
+
+
+def large_evaluation(count: int) -> None:
+    """N vs N end to end: the real side prepared from shifted mnist5k, the fakes other shifts of it."""
+    from components.data import prepare_dataset
+
+    with tempfile.TemporaryDirectory() as root:
+        prepare_dataset("mnist5k", f"{root}/small")
+        small = load_prepared(f"{root}/small")
+        np.savez(f"{root}/large.npz", images=shifted(small.images, count, 0), labels=np.zeros(count, np.int64))
+        prepare_dataset(f"npz:{root}/large.npz", f"{root}/large")
+        large = load_prepared(f"{root}/large")
+        extractor = load_or_train_domain_extractor(small, small.data_hash(), f"{root}/cache", 3, 0)
+        fakes = to_unit_range(shifted(small.images, count, 1))
+        cfg = EvaluationConfig(num_samples=count)
+        start = time.perf_counter()
+        report = evaluate_images(fakes, None, large, extractor, cfg, large.data_hash())
+        took = time.perf_counter() - start
+        print(f"evaluate {count} vs {count} (features of both sides, every metric, the floor): {took:.1f} s")
+        print("  " + ", ".join(f"{k}={report.metrics[k]:.4g}" for k in ("fid", "kid", "precision", "recall",
+                                                                          "density", "coverage")))
+    peak = _peak_rss()
+    record("evaluation_large", {"count": count, "seconds": took, "peak_rss_mib": peak, "target_mib": 4096,
+                                "met": peak < 4096,
+                                "metrics": {k: report.metrics[k] for k in ("fid", "kid", "precision", "recall")}})
 
 
 def prdc_memory(points: int, dim: int) -> None:
@@ -80,39 +134,54 @@ def main() -> None:
     parser.add_argument("--prdc-points", type=int, default=0)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--inception-images", type=int, default=0)
+    parser.add_argument("--large", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    if args.large:
+        return large_evaluation(args.large)
     if args.prdc_points:
         return prdc_memory(args.prdc_points, args.dim)
     if args.inception_images:
         return inception_speed(args.inception_images)
 
-    prepared = load_prepared(args.prepared)
+    with tempfile.TemporaryDirectory() as root:
+        if not Path(args.prepared, "manifest.json").is_file():
+            from components.data import prepare_dataset
+
+            prepare_dataset("mnist5k", f"{root}/prepared")
+            args.prepared = f"{root}/prepared"
+        standard_evaluation(load_prepared(args.prepared), args.num_samples, args.repeats)
+
+
+def standard_evaluation(prepared, n: int, repeats: int) -> None:
+    """Extractor training, then N noise vs N real, cold (real side computed) and cached, ``repeats`` times each."""
     version = prepared.data_hash()
-    cfg = EvaluationConfig(num_samples=args.num_samples)
+    cfg = EvaluationConfig(num_samples=n)
     print(f"data: {prepared.manifest['source']} {prepared.images.shape}, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as cache:
-        extractor = _timed("train domain extractor", lambda: load_or_train_domain_extractor(
-            prepared, version, cache, cfg.extractor_epochs, cfg.seed))
-        print(f"  held-out accuracy {extractor.accuracy:.4f}, identity {extractor.identity}")
-        _timed("load cached domain extractor", lambda: load_or_train_domain_extractor(
-            prepared, version, cache, cfg.extractor_epochs, cfg.seed))
+        start = time.perf_counter()
+        extractor = load_or_train_domain_extractor(prepared, version, cache, cfg.extractor_epochs, cfg.seed)
+        training_s = time.perf_counter() - start
+        print(f"train domain extractor: {training_s:.1f} s, held-out accuracy {extractor.accuracy:.4f}")
+    noise = np.random.default_rng(1).uniform(-1, 1, (n, *prepared.images.shape[1:])).astype(np.float32)
 
-    noise = np.random.default_rng(1).uniform(-1, 1, (args.num_samples, *prepared.images.shape[1:]))
-    noise = noise.astype(np.float32)
-    evaluate_module.clear_real_cache()
-    n = args.num_samples
-    report = _timed(f"evaluate {n} noise vs {n} real (cold: real side computed)",
-                    lambda: evaluate_images(noise, None, prepared, extractor, cfg, version))
-    _show(report)
-    report = _timed(f"evaluate {n} noise vs {n} real (real side cached)",
-                    lambda: evaluate_images(noise, None, prepared, extractor, cfg, version))
-    _show(report)
-    order = np.random.default_rng(2).permutation(len(prepared.images))[:n]
-    real_as_fake = to_unit_range(prepared.images[order])
-    report = _timed(f"evaluate {len(order)} real-as-fake vs {n} real (real side cached)",
-                    lambda: evaluate_images(real_as_fake, None, prepared, extractor, cfg, version))
-    _show(report)
-    _peak_rss()
+    def cold() -> float:
+        evaluate_module.clear_real_cache()
+        return seconds(lambda: evaluate_images(noise, None, prepared, extractor, cfg, version))
+
+    cold_s = repeat(cold, repeats)
+    cached_s = repeat(lambda: seconds(lambda: evaluate_images(noise, None, prepared, extractor, cfg, version)),
+                      repeats)
+    print(f"evaluate {n} noise vs {n} real, cold (real features and floor computed): {show(cold_s)} s")
+    print(f"evaluate {n} noise vs {n} real, real side cached: {show(cached_s)} s")
+    _show(evaluate_images(noise, None, prepared, extractor, cfg, version))
+    peak = _peak_rss()
+    total = training_s + statistics.median(cold_s)
+    print(f"extractor training + cold scoring: {total:.1f} s (target < 60 s)")
+    record("evaluation", {"num_samples": n, "repeats": repeats, "extractor_training_s": training_s,
+                          "extractor_accuracy": extractor.accuracy, "cold_s": spread(cold_s),
+                          "cached_s": spread(cached_s), "with_training_s": total, "peak_rss_mib": peak,
+                          "target_s": 60, "met": total < 60})
 
 
 if __name__ == "__main__":

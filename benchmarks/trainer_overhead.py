@@ -1,97 +1,216 @@
-"""Trainer overhead: images/s of DCGAN on mnist5k at batch 64 per worker.
+"""Trainer overhead and data-parallel scaling: images/s of the ganzoo trainer on Ray against a plain loop.
 
-(a) a plain single-process PyTorch loop (2 threads) doing the same D and G updates
-    on the same networks, (b) the ganzoo trainer on Ray with 1 worker x 2 threads,
-(c) 2 workers x 1 thread. Prints each configuration's median (min-max) over
-``--repeats`` runs and the ratios b/a and c/a. Targets: b/a >= 0.9, c/a >= 1.0.
+Overhead (``--section overhead``): for each family, (a) a plain single-process
+PyTorch loop (2 threads) doing the family's own updates on the same networks,
+batch and data, and (b) the ganzoo trainer with 1 Ray worker x 2 threads.
+Target b/a >= 0.95.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--steps 300] [--repeats 3]
+Scaling (``--section scaling``): dcgan at batch 64 per worker, the ganzoo
+trainer with 1 worker x 1 thread, 2 workers x 1 thread and 1 worker x 2
+threads. Target (2 x 1) / (1 x 1) >= 1.8.
 
-The ganzoo figures are rank 0's steady-state rate (the last report interval, so
-worker start-up and the first steps are excluded); the plain loop likewise
-times only the steps after a warm-up.
+    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|both] [--repeats 5]
+        [--families dcgan,wgan_gp,cyclegan,stargan_v2] [--scale 1.0]
+
+Each configuration runs once as a warm-up, then ``--repeats`` times, interleaved
+(a, b, a, b, ...) so that drift on a shared machine hits every configuration
+alike; the tables give median (min-max). The ganzoo figure is rank 0's
+steady-state rate over the second half of the run (worker start-up and the
+first steps excluded); the plain loop likewise times only the steps after a
+warm-up. Images/s counts real images drawn (n_critic batches included), summed
+over workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from components.config import load_params
-from components.data import load_prepared, prepare_dataset
-from components.families import DataSpec, build_family
-from components.training.launcher import train_family
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-BATCH = 64
+from common import record, repeat, show, spread, table  # noqa: E402
+
+from components.config import load_params  # noqa: E402
+from components.data import PreparedDataset, load_prepared, prepare_dataset  # noqa: E402
+from components.families import build_family  # noqa: E402
+from components.training.launcher import loop_settings, train_family  # noqa: E402
+from components.training.sampler import ShardSampler  # noqa: E402
 
 
-def plain_loop(images: torch.Tensor, steps: int, warmup: int = 20) -> float:
-    """The reference: no Ray, no phases, no DDP; just the two Adam updates per iteration."""
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    family = build_family("dcgan", DataSpec(1, 28, 10))
-    G, D = family.nets["G"], family.nets["D"]
-    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
-    data = images.float() / 127.5 - 1
+@dataclass(frozen=True)
+class Workload:
+    family: str
+    source: str
+    batch: int
+    steps: int  # at --scale 1
+
+
+WORKLOADS = {
+    "dcgan": Workload("dcgan", "mnist5k", 64, 300),
+    "wgan_gp": Workload("wgan_gp", "mnist5k", 64, 100),  # 5 critic batches per iteration
+    "cyclegan": Workload("cyclegan", "digits2colored", 16, 60),
+    "stargan_v2": Workload("stargan_v2", "digit_domains", 16, 40),
+}
+
+
+def params_for(work: Workload, root: str, workers: int, threads: int, steps: int, seed: int):
+    return load_params("params.yaml", [
+        f"data.source={work.source}", f"families=[{work.family}]", f"train.workers={workers}",
+        f"train.cpus_per_worker={threads}", f"train.batch_size={work.batch}", f"train.steps={steps}",
+        f"train.checkpoint_every={steps}", f"train.report_every={steps // 2}", f"train.sample_every={steps * 10}",
+        f"train.storage_path={root}/runs", f"train.seed={seed}",
+    ])
+
+
+def plain_loop(work: Workload, prepared: PreparedDataset, params, steps: int, threads: int = 2) -> float:
+    """The reference: the family's phases as bare zero_grad/backward/step, no Ray, no DDP, no reports.
+
+    The networks, optimizers, hyperparameters and batches are the trainer's own, and
+    the networks a phase does not update are frozen, as the trainer does.
+    """
+    torch.set_num_threads(threads)
+    settings = loop_settings(params, work.family, prepared)
+    torch.manual_seed(settings.seed)
+    family = build_family(work.family, settings.spec, settings.overrides)
+    optimizers, phases, nets = family.build_optimizers(), family.phases(), dict(family.nets.items())
+    rows = slice(0, prepared.train_count)
+    part = (lambda a: None if a is None else a[rows])
+    sampler = ShardSampler(prepared.images[rows], part(prepared.labels), 0, 1, work.batch, settings.seed,
+                           part(prepared.inputs), part(prepared.label_maps), part(prepared.domains),
+                           part(prepared.attributes), part(prepared.attribute_mask))
+    warmup = max(5, steps // 10)
+    images, start = 0, time.perf_counter()
     for step in range(warmup + steps):
         if step == warmup:
-            start = time.perf_counter()
-        real = data[torch.randint(0, data.size(0), (BATCH,))]
-        with torch.no_grad():
-            fake = G(torch.randn(BATCH, 100))
-        d_loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        g_loss = F.softplus(-D(G(torch.randn(BATCH, 100)))).mean()
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-    return BATCH * steps / (time.perf_counter() - start)
+            images, start = 0, time.perf_counter()
+        batch = None
+        for phase in phases:
+            if step % phase.every:
+                continue
+            for _ in range(phase.repeats):
+                if phase.uses_data or batch is None:
+                    batch = sampler.next_batch()
+                    images += len(batch)
+                for name, net in nets.items():
+                    net.requires_grad_(name in phase.modules)
+                for name in phase.modules:
+                    optimizers[name].zero_grad(set_to_none=True)
+                loss, _ = phase.loss(batch, nets)
+                loss.backward()
+                for name in phase.modules:
+                    optimizers[name].step()
+                if phase.after_step is not None:
+                    phase.after_step(nets)
+    return images / (time.perf_counter() - start)
 
 
-def ganzoo_trainer(prepared, workers: int, threads: int, steps: int, root: str, repeat: int) -> float:
-    params = load_params("params.yaml", [
-        f"train.workers={workers}", f"train.cpus_per_worker={threads}", f"train.batch_size={BATCH}",
-        f"train.steps={steps}", f"train.checkpoint_every={steps}", f"train.report_every={steps // 2}",
-        f"train.sample_every={steps * 10}", f"train.storage_path={root}/runs", f"train.seed={repeat}",
-    ])
-    outcome = train_family(params, "dcgan", prepared, show_progress=False)
+def ganzoo_trainer(work: Workload, prepared: PreparedDataset, root: str, workers: int, threads: int,
+                   steps: int, seed: int) -> float:
+    outcome = train_family(params_for(work, root, workers, threads, steps, seed), work.family, prepared,
+                           show_progress=False)
     if not outcome.ok:
-        raise SystemExit(f"ganzoo run failed: {outcome.reason}")
+        raise SystemExit(f"ganzoo trainer failed on {work.family}: {outcome.reason}")
     return float(outcome.metrics["images_per_s"])
 
 
-def summary(values: list[float]) -> str:
-    return f"{statistics.median(values):8.0f}  ({min(values):.0f}-{max(values):.0f})"
+def interleaved(measures: dict[str, callable], runs: int) -> dict[str, list[float]]:
+    """One warm-up of each, then ``runs`` rounds of all of them in turn."""
+    for measure in measures.values():
+        measure()
+    results = {key: [] for key in measures}
+    for _ in range(runs):
+        for key, measure in measures.items():
+            results[key].append(measure())
+    return results
+
+
+class Seeds:
+    """A fresh seed per trainer run, so no run resumes another's checkpoint."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __call__(self) -> int:
+        self.next += 1
+        return self.next
+
+
+def prepared_for(source: str, root: str, cache: dict) -> PreparedDataset:
+    if source not in cache:
+        prepare_dataset(source, f"{root}/prepared-{source}")
+        cache[source] = load_prepared(f"{root}/prepared-{source}")
+    return cache[source]
+
+
+def overhead(families: list[str], runs: int, scale: float, root: str) -> dict:
+    seeds, cache, rows, result = Seeds(), {}, [], {}
+    for name in families:
+        work = WORKLOADS[name]
+        prepared = prepared_for(work.source, root, cache)
+        steps = max(10, int(work.steps * scale))
+        params = params_for(work, root, 1, 2, steps, 0)
+        got = interleaved({
+            "plain": lambda: plain_loop(work, prepared, params, steps),
+            "ganzoo": lambda: ganzoo_trainer(work, prepared, root, 1, 2, steps, seeds()),
+        }, runs)
+        ratio = statistics.median(got["ganzoo"]) / statistics.median(got["plain"])
+        result[name] = {"batch": work.batch, "steps": steps, "data": work.source, "plain": spread(got["plain"]),
+                        "ganzoo": spread(got["ganzoo"]), "ratio": ratio, "target": 0.95, "met": ratio >= 0.95}
+        rows.append([name, work.source, work.batch, steps, show(got["plain"], 0), show(got["ganzoo"], 0),
+                     f"{ratio:.2f}", "met" if ratio >= 0.95 else "missed"])
+        print(f"  {name}: plain {show(got['plain'], 0)}, ganzoo {show(got['ganzoo'], 0)} images/s", flush=True)
+    print(f"\nTrainer overhead, 2 threads, median (min-max) of {runs} after a warm-up, images/s")
+    print(table(["family", "data", "batch", "steps", "(a) plain loop", "(b) ganzoo, 1 worker x 2 threads",
+                 "b/a", "target >= 0.95"], rows))
+    return result
+
+
+def scaling(runs: int, scale: float, root: str) -> dict:
+    work, seeds = WORKLOADS["dcgan"], Seeds()
+    prepared = prepared_for(work.source, root, {})
+    steps = max(10, int(work.steps * scale))
+    got = interleaved({
+        "1x1": lambda: ganzoo_trainer(work, prepared, root, 1, 1, steps, seeds()),
+        "2x1": lambda: ganzoo_trainer(work, prepared, root, 2, 1, steps, seeds()),
+        "1x2": lambda: ganzoo_trainer(work, prepared, root, 1, 2, steps, seeds()),
+    }, runs)
+    base = statistics.median(got["1x1"])
+    ratios = {key: statistics.median(values) / base for key, values in got.items()}
+    print(f"\nData-parallel scaling, dcgan, batch {work.batch} per worker, {steps} steps, "
+          f"median (min-max) of {runs} after a warm-up")
+    print(table(["configuration", "images/s", "÷ 1 worker x 1 thread"], [
+        ["1 worker x 1 thread", show(got["1x1"], 0), "1.00"],
+        ["2 workers x 1 thread", show(got["2x1"], 0), f"{ratios['2x1']:.2f} (target >= 1.8)"],
+        ["1 worker x 2 threads", show(got["1x2"], 0), f"{ratios['1x2']:.2f}"],
+    ]))
+    return {"batch_per_worker": work.batch, "steps": steps, **{key: spread(v) for key, v in got.items()},
+            "ratio_2x1": ratios["2x1"], "ratio_1x2": ratios["1x2"], "target": 1.8, "met": ratios["2x1"] >= 1.8}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--section", choices=("overhead", "scaling", "both"), default="both")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--families", default=",".join(WORKLOADS))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's step count")
     args = parser.parse_args()
+    unknown = set(args.families.split(",")) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"--families: no workload for {', '.join(sorted(unknown))}; known: {', '.join(WORKLOADS)}")
     with tempfile.TemporaryDirectory() as root:
-        prepare_dataset("mnist5k", f"{root}/prepared")
-        prepared = load_prepared(f"{root}/prepared")
-        rows = {"a": [], "b": [], "c": []}
-        for repeat in range(args.repeats):  # interleaved, so drift on a shared machine hits all three
-            rows["a"].append(plain_loop(torch.from_numpy(prepared.images), args.steps))
-            rows["b"].append(ganzoo_trainer(prepared, 1, 2, args.steps, root, repeat))
-            rows["c"].append(ganzoo_trainer(prepared, 2, 1, args.steps, root, repeat))
-    a, b, c = (statistics.median(rows[k]) for k in "abc")
-    print(f"dcgan, mnist5k, batch {BATCH} per worker, {args.steps} steps, median (min-max) of {args.repeats}")
-    print(f"(a) plain PyTorch loop, 1 process x 2 threads   {summary(rows['a'])} images/s")
-    print(f"(b) ganzoo on Ray, 1 worker x 2 threads         {summary(rows['b'])} images/s")
-    print(f"(c) ganzoo on Ray, 2 workers x 1 thread         {summary(rows['c'])} images/s")
-    print(f"b/a = {b / a:.2f}   (target >= 0.9)")
-    print(f"c/a = {c / a:.2f}   (target >= 1.0)")
+        if args.section in ("overhead", "both"):
+            record("trainer_overhead", {"repeats": args.repeats,
+                                        "families": overhead(args.families.split(","), args.repeats, args.scale, root)})
+        if args.section in ("scaling", "both"):
+            record("scaling", {"repeats": args.repeats, **scaling(args.repeats, args.scale, root)})
 
 
 if __name__ == "__main__":

@@ -13,17 +13,21 @@ from DVC, or again after a crash without redoing the stages before it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from components.config import Params
 from components.errors import GanzooError, StoreUnavailableError
 
 TRAINING_FILE, METRICS_FILE, REGISTRY_FILE = "training.json", "metrics.json", "registry.json"
+TIMINGS_FILE = "timings.json"  # seconds per stage: per family under reports_dir/<family>, the flow's beside them
 SAMPLES_FILE, LOSSES_FILE = "samples.png", "losses.png"
 
 
@@ -122,6 +126,34 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def timed_stage(directory: Path, stage: str) -> Iterator[None]:
+    """Record when ``stage`` ran (epoch seconds, start and end) once it completes, in ``directory``/timings.json:
+    the intervals benchmarks/pipeline_overhead.py takes out of a flow's wall time."""
+    start = time.time()
+    yield
+    path = directory / TIMINGS_FILE
+    try:
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        timings = {}
+    timings[stage] = {"start": start, "end": time.time()}
+    _write_json(path, timings)
+
+
+def _timed(stage: str, per_family: bool = True) -> Callable:
+    """Decorate a stage ``(params, family, ...)`` (or, ``per_family=False``, ``(params, ...)``) with timed_stage."""
+    def decorate(run: Callable) -> Callable:
+        @functools.wraps(run)
+        def timed(params: Params, *args: Any, **kwargs: Any) -> Any:
+            reports = Path(params.evaluation.reports_dir)
+            directory = family_dir(params, kwargs.get("family") or args[0]) if per_family else reports
+            with timed_stage(directory, stage):
+                return run(params, *args, **kwargs)
+        return timed
+    return decorate
+
+
 def _read_json(path: Path, produced_by: str) -> dict[str, Any]:
     if not path.is_file():
         raise GanzooError(f"{path}: not found; run `{produced_by}` first")
@@ -140,6 +172,7 @@ def prepare_data(params: Params) -> dict[str, Any]:
     return prepare_dataset(d.source, d.prepared_dir, d.image_size, d.s3_endpoint_url, d.attributes)
 
 
+@_timed("version-data", per_family=False)
 def version_data(params: Params, project_root: Path) -> dict[str, Any]:
     """Prepare the data and version it with DVC; returns the DataVersion as a dict (md5, pushed, ...)."""
     from components.data.versioning import version_prepared
@@ -165,6 +198,7 @@ def current_data_version(params: Params) -> str:
 
 # -- training -----------------------------------------------------------------------------------
 
+@_timed("train")
 def train_stage(params: Params, family: str, data_version: str, show_progress: bool = False,
                 run_name: str | None = None) -> dict[str, Any]:
     """Train (or resume, or find finished) the family's run; record the outcome in training.json."""
@@ -221,6 +255,7 @@ def read_training(params: Params, family: str) -> dict[str, Any]:
 
 # -- evaluation ---------------------------------------------------------------------------------
 
+@_timed("evaluate")
 def evaluate_stage(params: Params, family: str) -> dict[str, Any]:
     """Score the family's final checkpoint; write metrics.json, samples.png and losses.png."""
     from components.data import load_prepared
@@ -254,6 +289,7 @@ def model_name(params: Params, family: str) -> str:
     return registered_model_name(params.data.dataset_name(), family)
 
 
+@_timed("register")
 def register_stage(params: Params, family: str) -> dict[str, Any]:
     """Log the run to MLflow and register its generator (once per data version, params, family and seed)."""
     from components.registry.register import register_version
@@ -319,6 +355,7 @@ def register_run(params: Params, family: str) -> dict[str, Any]:
     return promote_stage(params, family)
 
 
+@_timed("promote")
 def promote_stage(params: Params, family: str, version: str | None = None) -> dict[str, Any]:
     """Apply the promotion gate to ``version`` (default: the one this family's last register made).
 
