@@ -41,8 +41,17 @@ test-all: test test-slow test-zoo chaos
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests
 
+# The performance figures of docs/performance.md (not part of make test; about 80 minutes on 2 cores):
+# each script prints its table and merges its section into benchmarks/results.json.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/evaluation_speed.py --repeats 5
+	$(BIN)/python benchmarks/evaluation_speed.py --large 50000
+	$(BIN)/python benchmarks/trainer_overhead.py --repeats 5
+	$(BIN)/python benchmarks/pipeline_overhead.py --repeats 3
+	$(BIN)/python benchmarks/cost_growth.py --repeats 3
+	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/quality_per_minute.py
 
 clean:
 	rm -rf $(VENV) runs data/prepared

@@ -7,7 +7,10 @@ Target b/a >= 0.95.
 
 Scaling (``--section scaling``): dcgan at batch 64 per worker, the ganzoo
 trainer with 1 worker x 1 thread, 2 workers x 1 thread and 1 worker x 2
-threads. Target (2 x 1) / (1 x 1) >= 1.8.
+threads. Target (2 x 1) / (1 x 1) >= 1.8. Beside them, without Ray: one plain
+loop at 1 thread, two independent plain loops at once (what two processes of
+1 thread each can do on this machine at best) and the ganzoo loop's DDP over
+gloo in 2 processes, so that the table shows which part costs what.
 
     .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|both] [--repeats 5]
         [--families dcgan,wgan_gp,cyclegan,stargan_v2] [--scale 1.0]
@@ -24,7 +27,11 @@ over workers.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +49,7 @@ from components.config import load_params  # noqa: E402
 from components.data import PreparedDataset, load_prepared, prepare_dataset  # noqa: E402
 from components.families import build_family  # noqa: E402
 from components.training.launcher import loop_settings, train_family  # noqa: E402
+from components.training.loop import run_iteration, wrap_for_data_parallel  # noqa: E402
 from components.training.sampler import ShardSampler  # noqa: E402
 
 
@@ -173,14 +181,64 @@ def overhead(families: list[str], runs: int, scale: float, root: str) -> dict:
     return result
 
 
+def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepared_dir: str) -> float:
+    """One process of the no-Ray comparisons: ``independent`` (a plain loop alone) or ``ddp`` (the ganzoo
+    loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray)."""
+    import torch.distributed as dist
+
+    work, prepared = WORKLOADS["dcgan"], load_prepared(prepared_dir)
+    params = params_for(work, "/tmp", world, 1, steps, 0)
+    if mode == "independent":
+        return plain_loop(work, prepared, params, steps, threads=1)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    settings = loop_settings(params, work.family, prepared)
+    torch.manual_seed(settings.seed)
+    family = build_family(work.family, settings.spec, settings.overrides)
+    optimizers = family.build_optimizers()
+    sampler = ShardSampler(prepared.images, prepared.labels, rank, world, work.batch, 0)
+    nets, phases, device = wrap_for_data_parallel(family, torch.device("cpu"), world), family.phases(), torch.device("cpu")
+    warmup = max(5, steps // 10)
+    for step in range(warmup + steps):
+        if step == warmup:
+            images, start = 0, time.perf_counter()
+        _, drawn = run_iteration(step, phases, nets, optimizers, sampler, device)
+        images = images + drawn if step >= warmup else 0
+    rate = images / (time.perf_counter() - start)
+    dist.destroy_process_group()
+    return rate
+
+
+def processes(mode: str, world: int, steps: int, prepared_dir: str) -> float:
+    """Images/s of ``world`` processes of ``mode`` run at once, summed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    children = [subprocess.Popen([sys.executable, __file__, "--rank-process", mode, str(rank), str(world), str(port),
+                                  str(steps), prepared_dir], stdout=subprocess.PIPE, text=True, env=env)
+                for rank in range(world)]
+    rates = []
+    for child in children:
+        out, _ = child.communicate()
+        if child.returncode != 0:
+            raise SystemExit(f"a {mode} process failed ({child.returncode})")
+        rates.append(json.loads(out.strip().splitlines()[-1]))
+    return sum(rates)
+
+
 def scaling(runs: int, scale: float, root: str) -> dict:
     work, seeds = WORKLOADS["dcgan"], Seeds()
     prepared = prepared_for(work.source, root, {})
-    steps = max(10, int(work.steps * scale))
+    steps = max(10, int(work.steps * scale))  # the same steps per worker in every configuration
+    prepared_dir = f"{root}/prepared-{work.source}"
     got = interleaved({
         "1x1": lambda: ganzoo_trainer(work, prepared, root, 1, 1, steps, seeds()),
         "2x1": lambda: ganzoo_trainer(work, prepared, root, 2, 1, steps, seeds()),
         "1x2": lambda: ganzoo_trainer(work, prepared, root, 1, 2, steps, seeds()),
+        "plain_1": lambda: processes("independent", 1, steps, prepared_dir),
+        "plain_2": lambda: processes("independent", 2, steps, prepared_dir),
+        "ddp_2": lambda: processes("ddp", 2, steps, prepared_dir),
     }, runs)
     base = statistics.median(got["1x1"])
     ratios = {key: statistics.median(values) / base for key, values in got.items()}
@@ -190,6 +248,11 @@ def scaling(runs: int, scale: float, root: str) -> dict:
         ["1 worker x 1 thread", show(got["1x1"], 0), "1.00"],
         ["2 workers x 1 thread", show(got["2x1"], 0), f"{ratios['2x1']:.2f} (target >= 1.8)"],
         ["1 worker x 2 threads", show(got["1x2"], 0), f"{ratios['1x2']:.2f}"],
+        ["without Ray: 1 plain loop x 1 thread", show(got["plain_1"], 0), f"{ratios['plain_1']:.2f}"],
+        ["without Ray: 2 independent plain loops x 1 thread, summed (the machine's ceiling)",
+         show(got["plain_2"], 0), f"{ratios['plain_2']:.2f}"],
+        ["without Ray: the ganzoo loop, DDP over gloo, 2 processes x 1 thread", show(got["ddp_2"], 0),
+         f"{ratios['ddp_2']:.2f}"],
     ]))
     return {"batch_per_worker": work.batch, "steps": steps, **{key: spread(v) for key, v in got.items()},
             "ratio_2x1": ratios["2x1"], "ratio_1x2": ratios["1x2"], "target": 1.8, "met": ratios["2x1"] >= 1.8}
@@ -201,7 +264,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", default=",".join(WORKLOADS))
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's step count")
+    parser.add_argument("--rank-process", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rank_process:
+        mode, rank, world, port, steps, prepared_dir = args.rank_process
+        print(json.dumps(process_rank(mode, int(rank), int(world), int(port), int(steps), prepared_dir)))
+        return
     unknown = set(args.families.split(",")) - set(WORKLOADS)
     if unknown:
         parser.error(f"--families: no workload for {', '.join(sorted(unknown))}; known: {', '.join(WORKLOADS)}")

@@ -1,0 +1,47 @@
+"""The benchmark scripts' own arithmetic and bookkeeping (their figures are not asserted: see docs/performance.md)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import common  # noqa: E402
+from cost_growth import measure_one  # noqa: E402
+from pipeline_overhead import busy_seconds  # noqa: E402
+from quality_per_minute import parse_variant  # noqa: E402
+
+
+def test_busy_seconds_counts_overlapping_stages_once():
+    # training 0-10 and 20-30; the first family's evaluation 8-14 overlaps the gap's start
+    assert busy_seconds([(0, 10), (20, 30), (8, 14)]) == pytest.approx(24)
+    assert busy_seconds([(0, 10), (2, 3)]) == pytest.approx(10)
+    assert busy_seconds([]) == 0
+
+
+def test_spread_and_show_give_median_min_max():
+    assert common.spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": [3.0, 1.0, 2.0]}
+    assert common.show([3.0, 1.0, 2.0, 10.0], 1) == "2.5 (1.0-10.0)"
+
+
+def test_record_merges_sections_with_the_machine(tmp_path: Path):
+    path = tmp_path / "results.json"
+    common.record("one", {"value": 1}, path)
+    common.record("two", {"value": 2}, path)
+    data = json.loads(path.read_text())
+    assert set(data["sections"]) == {"one", "two"} and data["sections"]["one"]["value"] == 1
+    machine = data["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["versions"]["torch"].startswith("2.")
+
+
+def test_parse_variant_reads_ints_and_floats():
+    assert parse_variant("wgan_gp:n_critic=2,lr=2e-4") == ("wgan_gp", {"n_critic": 2, "lr": 2e-4})
+    assert parse_variant("dcgan") == ("dcgan", {})
+
+
+@pytest.mark.parametrize("family,size", [("dcgan", 28), ("stargan_v2", 32)])
+def test_cost_growth_measures_an_iteration(family, size):
+    result = measure_one(family, size, 4, 1, 1)
+    assert result["step_s"] > 0 and result["peak_mib"] > 0
