@@ -106,6 +106,11 @@ class TrainConfig(_Section):
     ray_address: OptionalText = None
     placement: Annotated[str, _checked(lambda v: v in ("pack", "spread", "strict_spread"),
                                        "one of 'pack', 'spread', 'strict_spread'")] = "pack"
+    # autocast of each phase's forward and loss; fp16 also scales the loss (GradScaler), bf16 needs no scaler
+    precision: Annotated[str, _checked(lambda v: v in ("fp32", "bf16", "fp16"),
+                                       "one of 'fp32', 'bf16', 'fp16'")] = "fp32"
+    channels_last: Flag = False  # networks and image batches in NHWC: faster convolutions on tensor cores
+    compile: Flag = False  # torch.compile the trained networks; checkpoints, generation and export are unchanged
 
 
 class EvaluationConfig(_Section):
@@ -165,6 +170,8 @@ class Params(_Section):
         data = self.data.model_dump(include={"source", "image_size"})
         if self.data.attributes is not None:  # only when set: the hashes of runs without it stay as they were
             data["attributes"] = self.data.attributes
+        if self.train.precision != "fp32":  # other numerics, another model; fp32 runs keep their hashes (and
+            train["precision"] = self.train.precision  # channels_last and compile change speed, not the model)
         blob = json.dumps({"family": family, "config": cfg, "train": train, "data": data},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()

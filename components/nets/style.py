@@ -188,7 +188,8 @@ class StyleGenerator(nn.Module):
     @torch.no_grad()
     def update_w_avg(self, w_mean: Tensor, beta: float) -> None:
         """w_avg <- beta w_avg + (1 - beta) mean(w), from one batch's mean w."""
-        self.w_avg.copy_(torch.lerp(w_mean, self.w_avg, beta))
+        # under autocast (bf16/fp16 training) the batch mean comes in that dtype; the average stays fp32
+        self.w_avg.copy_(torch.lerp(w_mean.to(self.w_avg.dtype), self.w_avg, beta))
 
 
 class TruncatedStyleGenerator(nn.Module):

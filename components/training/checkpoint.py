@@ -31,6 +31,7 @@ class TrainingState:
 
     step: int = 0
     rng: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    scaler: dict[str, float | int] = dataclasses.field(default_factory=dict)  # fp16's GradScaler; empty otherwise
 
 
 def save_checkpoint(
@@ -49,6 +50,8 @@ def save_checkpoint(
         "step": state.step,
         "rng": state.rng,
     }
+    if state.scaler:  # only fp16 runs have one: other checkpoints stay byte-for-byte what they were
+        payload["scaler"] = state.scaler
     torch.save(payload, directory / STATE_FILE)
     meta = {
         "family": family.name,
@@ -198,7 +201,9 @@ def restore_into(
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{directory}: optimizer {name!r} does not fit this {family.name} "
                                   f"({_first_line(exc)})") from None
-    return TrainingState(step=int(payload["step"]), rng=payload.get("rng", {}))
+    scaler = payload.get("scaler")
+    return TrainingState(step=int(payload["step"]), rng=payload.get("rng", {}),
+                         scaler=scaler if isinstance(scaler, dict) else {})
 
 
 def load_family(directory: str | Path, family: str | None = None) -> tuple[Family, dict[str, Any]]:

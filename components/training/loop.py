@@ -8,7 +8,7 @@ from the family's phases.
 from __future__ import annotations
 
 import contextlib
-
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,24 +37,109 @@ class LoopSettings:
     report_every: int
     sample_every: int
     meta: dict[str, Any] = field(default_factory=dict)  # written beside every checkpoint
+    precision: str = "fp32"  # fp32 | bf16 | fp16, see Precision
+    channels_last: bool = False
+    compile: bool = False
 
 
-def wrap_for_data_parallel(family: Family, device: torch.device, world: int) -> dict[str, nn.Module]:
-    """Each network in its own DDP wrapper, so one network's update never syncs another's gradients."""
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    """How a phase runs its forward, loss and update: fp32, or under autocast to bf16 or fp16.
+
+    fp16 also scales the loss (one GradScaler shared by every phase), since its
+    small gradients would underflow; bf16 has fp32's range and needs no scaler.
+    The default, fp32, is exactly the loop without autocast.
+    """
+
+    def __init__(self, setting: str = "fp32", device: torch.device | str = "cpu"):
+        if setting not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision: expected one of {', '.join(map(repr, AUTOCAST_DTYPES))}, got {setting!r}")
+        self.setting = setting
+        self.dtype = AUTOCAST_DTYPES[setting]
+        self.device_type = torch.device(device).type
+        scaler_device = "cuda" if self.device_type == "cuda" else "cpu"
+        self.scaler = torch.amp.GradScaler(scaler_device) if setting == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def step(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Step each optimizer; with a scaler, one whose gradients overflowed skips this step."""
+        if self.scaler is None:
+            for opt in optimizers:
+                opt.step()
+            return
+        # GradScaler refuses an optimizer, and an update, that saw no gradient at all: opt.step() would be a no-op
+        stepped = [opt for opt in optimizers if _has_grads(opt)]
+        for opt in stepped:
+            self.scaler.step(opt)
+        if stepped:
+            self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scaler's state (plain numbers, so weights_only loads accept it); empty without a scaler."""
+        return {} if self.scaler is None else self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Resume the scaler; a checkpoint without scaler state (fp32, bf16, older runs) starts a fresh one."""
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+FP32 = Precision()  # run_phase's default: stateless, so sharing it is safe
+
+
+def _has_grads(opt: torch.optim.Optimizer) -> bool:
+    return any(p.grad is not None for group in opt.param_groups for p in group["params"])
+
+
+def wrap_for_data_parallel(family: Family, device: torch.device, world: int, channels_last: bool = False,
+                           compile: bool = False) -> dict[str, nn.Module]:
+    """Each network in its own DDP wrapper, so one network's update never syncs another's gradients.
+
+    ``compile`` compiles the returned modules, never ``family.nets`` itself: its
+    state_dict keys (checkpoints), generation and export stay those of the bare networks.
+    """
     family.nets.to(device)
-    if world == 1:
-        return dict(family.nets.items())
-    ids = [device.index] if device.type == "cuda" else None
-    return {
-        name: DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False,
-                                      gradient_as_bucket_view=True)
-        if any(p.requires_grad for p in module.parameters()) else module
-        for name, module in family.nets.items()
-    }
+    if channels_last:  # changes strides only: the weights' values and state_dict keys stay
+        family.nets.to(memory_format=torch.channels_last)
+    trained = {name: any(p.requires_grad for p in module.parameters()) for name, module in family.nets.items()}
+    nets = dict(family.nets.items())
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        nets = {name: DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False,
+                                              gradient_as_bucket_view=True) if trained[name] else module
+                for name, module in nets.items()}
+    if compile:
+        nets = {name: torch.compile(module) if trained[name] else module for name, module in nets.items()}
+    return nets
+
+
+def _ddp(net: nn.Module) -> DistributedDataParallel | None:
+    """The DDP wrapper of ``net``, also when torch.compile wraps it in turn."""
+    inner = getattr(net, "_orig_mod", net)
+    return inner if isinstance(inner, DistributedDataParallel) else None
+
+
+def to_channels_last(batch: ImageBatch) -> ImageBatch:
+    """The batch with its 4-D tensors (images, inputs) in channels_last; label maps and labels as they are."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() == 4:
+            return value.contiguous(memory_format=torch.channels_last)
+        return value
+
+    return dataclasses.replace(batch, **{f.name: convert(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
 
 
 def run_phase(phase: Phase, batch: ImageBatch, nets: dict[str, nn.Module],
-              optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
+              optimizers: dict[str, torch.optim.Optimizer], precision: Precision = FP32) -> dict[str, float]:
     """One update of ``phase.modules``; the other networks neither keep nor sync gradients."""
     for name, net in nets.items():
         net.requires_grad_(name in phase.modules)
@@ -62,12 +147,13 @@ def run_phase(phase: Phase, batch: ImageBatch, nets: dict[str, nn.Module],
         optimizers[name].zero_grad(set_to_none=True)
     with contextlib.ExitStack() as frozen:
         for name, net in nets.items():
-            if name not in phase.modules and isinstance(net, DistributedDataParallel):
-                frozen.enter_context(net.no_sync())
-        loss, logs = phase.loss(batch, nets)
-        loss.backward()
-    for name in phase.modules:
-        optimizers[name].step()
+            ddp = _ddp(net)
+            if name not in phase.modules and ddp is not None:
+                frozen.enter_context(ddp.no_sync())
+        with precision.autocast():  # forward and loss only: backward runs in the forward's dtypes anyway
+            loss, logs = phase.loss(batch, nets)
+        precision.backward(loss)
+    precision.step([optimizers[name] for name in phase.modules])
     if phase.after_step is not None:
         phase.after_step(nets)
     return logs
@@ -75,7 +161,8 @@ def run_phase(phase: Phase, batch: ImageBatch, nets: dict[str, nn.Module],
 
 def run_iteration(step: int, phases: list[Phase], nets: dict[str, nn.Module],
                   optimizers: dict[str, torch.optim.Optimizer], sampler: ShardSampler,
-                  device: torch.device) -> tuple[dict[str, float], int]:
+                  device: torch.device, precision: Precision = FP32,
+                  channels_last: bool = False) -> tuple[dict[str, float], int]:
     """All phases due at ``step``; returns the last logs of each phase and the real images drawn."""
     logs: dict[str, float] = {}
     images, batch = 0, None
@@ -85,8 +172,10 @@ def run_iteration(step: int, phases: list[Phase], nets: dict[str, nn.Module],
         for _ in range(phase.repeats):
             if phase.uses_data or batch is None:
                 batch = sampler.next_batch().to(device)
+                if channels_last:
+                    batch = to_channels_last(batch)
                 images += len(batch)
-            logs.update(run_phase(phase, batch, nets, optimizers))
+            logs.update(run_phase(phase, batch, nets, optimizers, precision))
     return logs, images
 
 

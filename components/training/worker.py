@@ -18,8 +18,8 @@ from components.data.images import save_image_grid
 from components.families import Family, build_family
 from components.training.checkpoint import HISTORY_FILE, TrainingState, read_history, restore_into, save_checkpoint
 from components.training.launcher import quiet_worker_logs
-from components.training.loop import (LoopSettings, agree_diverged, first_non_finite, restore_rng, rng_state,
-                                      run_iteration, wrap_for_data_parallel)
+from components.training.loop import (LoopSettings, Precision, agree_diverged, first_non_finite, restore_rng,
+                                      rng_state, run_iteration, wrap_for_data_parallel)
 from components.training.sampler import ShardSampler
 from components.training.sampling import translation_grid
 
@@ -44,12 +44,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                            arrays.get("attribute_mask"))
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
     state, history = _resume(family, optimizers, sampler, rank, world, config.get("fallback_checkpoint"))
-    nets = wrap_for_data_parallel(family, device, world)
+    precision = Precision(settings.precision, device)
+    precision.load_state_dict(state.scaler)
+    nets = wrap_for_data_parallel(family, device, world, settings.channels_last, settings.compile)
     phases = family.phases()
     progress = _Progress(rank, config.get("progress"), state.step, history)
 
     for step in range(state.step, settings.steps):
-        logs, consumed = run_iteration(step, phases, nets, optimizers, sampler, device)
+        logs, consumed = run_iteration(step, phases, nets, optimizers, sampler, device, precision,
+                                       settings.channels_last)
         progress.count(consumed * world)
         bad = first_non_finite(logs)
         if agree_diverged(bad is not None, world):
@@ -63,6 +66,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             save_image_grid(images, Path(config["samples_dir"]) / f"step_{done:07d}.png", per_row)
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             metrics = progress.metrics(done, logs)
+            state.scaler = precision.state_dict()
             _report_checkpoint(family, optimizers, sampler, state, settings, metrics, progress.history, rank, world)
         elif done % settings.report_every == 0:
             progress.metrics(done, logs)  # to the driver's queue and the history only: ray.train.report is a

@@ -36,6 +36,11 @@ def test_the_shipped_params_file_is_valid():
     ({"families": []}, "params.yaml: families: expected a non-empty list of family names"),
     ({"train": {"placement": "scatter"}}, "params.yaml: train.placement: expected one of 'pack', 'spread', "
                                           "'strict_spread', got 'scatter'"),
+    ({"train": {"precision": "fp8"}}, "params.yaml: train.precision: expected one of 'fp32', 'bf16', 'fp16', "
+                                      "got 'fp8'"),
+    ({"train": {"precision": 16}}, "params.yaml: train.precision: expected one of 'fp32', 'bf16', 'fp16', got 16"),
+    ({"train": {"channels_last": "yes"}}, "params.yaml: train.channels_last: expected true or false, got 'yes'"),
+    ({"train": {"compile": 1}}, "params.yaml: train.compile: expected true or false, got 1"),
 ])
 def test_wrong_types_and_ranges_name_the_key_path(raw, expected):
     assert _error(raw).startswith(expected)
@@ -100,6 +105,21 @@ def test_unreadable_files_are_named(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="list.yaml: expected a mapping at the top level, got list"):
         load_params(listing)
+
+
+def test_the_gpu_readiness_keys_parse_with_fp32_defaults():
+    default = validate_params({}).train
+    assert (default.precision, default.channels_last, default.compile) == ("fp32", False, False)
+    for precision in ("fp32", "bf16", "fp16"):
+        train = validate_params({"train": {"precision": precision, "channels_last": True, "compile": True}}).train
+        assert (train.precision, train.channels_last, train.compile) == (precision, True, True)
+
+
+def test_precision_changes_the_params_hash_but_speed_settings_do_not():
+    base = validate_params({}).params_hash("dcgan")
+    assert validate_params({"train": {"precision": "fp32"}}).params_hash("dcgan") == base  # old runs keep theirs
+    assert validate_params({"train": {"precision": "bf16"}}).params_hash("dcgan") != base
+    assert validate_params({"train": {"channels_last": True, "compile": True}}).params_hash("dcgan") == base
 
 
 def test_params_hash_changes_with_what_shapes_the_model_only():

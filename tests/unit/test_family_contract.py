@@ -4,6 +4,7 @@ A new family is covered here the moment it registers.
 """
 
 import copy
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from components.errors import ConfigError
 from components.families import DataSpec, ImageBatch, TaskKind, build_family, family_names, get_family
 from components.training.checkpoint import TrainingState, load_family, save_checkpoint
-from components.training.loop import run_phase
+from components.training.loop import Precision, run_phase
 
 SPEC = DataSpec(channels=1, image_size=8, num_classes=3)
 # translation families get data of their task: grey inputs to colour targets; 4-class label maps of colour images
@@ -82,15 +83,16 @@ def test_unknown_hyperparameter_is_refused(name):
         build_family(name, SPEC, {"no_such_knob": 1})
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: every family trains under autocast (GPU readiness)
 @pytest.mark.parametrize("name", FAMILIES)
-def test_each_phase_updates_only_its_modules_with_finite_losses(name):
+def test_each_phase_updates_only_its_modules_with_finite_losses(name, precision):
     family = tiny(name)
     optimizers = family.build_optimizers()
     nets = dict(family.nets.items())
     for phase in family.phases():
         before = {k: copy.deepcopy(m.state_dict()) for k, m in nets.items()}
-        logs = run_phase(phase, batch_for(family), nets, optimizers)
-        assert logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values()), logs
+        logs = run_phase(phase, batch_for(family), nets, optimizers, Precision(precision, "cpu"))
+        assert logs and all(type(v) is float and math.isfinite(v) for v in logs.values()), logs
         for key, module in nets.items():
             changed = any(not torch.equal(before[key][p], v) for p, v in module.state_dict().items()
                           if v.dtype.is_floating_point and "running" not in p)
