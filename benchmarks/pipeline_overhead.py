@@ -109,9 +109,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--families", default="dcgan,wgan_gp,cgan")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the discarded first run")
     args = parser.parse_args()
     families = args.families.split(",")
-    one_run(families, args.steps, args.num_samples)  # warm-up: page cache, compiled bytecode
+    if args.warmup:
+        one_run(families, args.steps, args.num_samples)  # page cache, compiled bytecode
     runs = []
     for index in range(args.repeats):
         runs.append(one_run(families, args.steps, args.num_samples))
@@ -120,7 +122,8 @@ def main() -> None:
             "overhead")
     column = {key: [run[key] for run in runs] for key in keys}
     print(f"\n`ganzoo run`, {len(families)} families ({', '.join(families)}), {args.steps} steps, "
-          f"{args.num_samples} samples scored; seconds, median (min-max) of {args.repeats} after a warm-up")
+          f"{args.num_samples} samples scored; seconds, median (min-max) of {args.repeats}"
+          f"{' after a warm-up' if args.warmup else ''}")
     labels = {"wall": "wall time", "train": "training stages, summed", "evaluate": "evaluation stages, summed",
               "train_or_evaluate": "time some family was training or evaluating",
               "version_data": "data versioning (prepare + DVC)", "register": "registration, summed",
