@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--families", default="dcgan,wgan_gp,cgan")
     parser.add_argument("--variant", action="append", default=[], help="FAMILY:KEY=VALUE[,KEY=VALUE] (repeatable)")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the defaults (train.batch_size)")
+    parser.add_argument("--section", default="quality_per_minute",
+                        help="results.json section to write (another keeps an earlier run's curves)")
     args = parser.parse_args()
     marks = [float(m) * 60 for m in args.minutes.split(",")]
     runs = [(name, {}) for name in args.families.split(",") if name] + [parse_variant(v) for v in args.variant]
@@ -102,7 +104,7 @@ def main() -> None:
     print(f"\nFID (domain extractor, {cfg.num_samples} vs {cfg.num_samples}) after minutes of training wall time, "
           "mnist5k, 2 threads")
     print(table(["family", "hyperparameters", *[f"{m / 60:g} min" for m in marks]], rows))
-    record("quality_per_minute", {"minutes": [m / 60 for m in marks], "batch": args.batch, "runs": results})
+    record(args.section, {"minutes": [m / 60 for m in marks], "batch": args.batch, "runs": results})
 
 
 if __name__ == "__main__":

@@ -302,6 +302,15 @@ class Family(ABC):
     def latent(self, n: int, dim: int, device: torch.device | None = None) -> Tensor:
         return torch.randn(n, dim, device=device or self.device)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """What ``generate`` and the export run: G's moving average ``G_ema`` where the family keeps one, else G."""
+        return self.nets["G_ema"] if "G_ema" in self.nets else self.nets["G"]
+
+    def update_generator_average(self, nets: Networks) -> None:
+        """A G phase's ``after_step``: move ``G_ema`` toward G's new weights (``config.ema_decay``)."""
+        self.nets["G_ema"].update(self.nets["G"], self.config.ema_decay)
+
     def export_generator(self) -> "ExportedGenerator":
         """The generator as one module of one tensor, for the model registry.
 
@@ -311,7 +320,7 @@ class Family(ABC):
         if self.task not in (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL):
             raise NotImplementedError(f"family {self.name} must define export_generator for task {self.task.value}")
         num_classes = self.spec.num_classes if self.task is TaskKind.CLASS_CONDITIONAL else 0
-        return ExportedGenerator(self.nets["G"], self.config.z_dim, num_classes)
+        return ExportedGenerator(self.sampling_generator, self.config.z_dim, num_classes)
 
 
 def domain_condition_of(batch: ImageBatch, spec: DataSpec, attributes: bool = False) -> DomainCondition:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from components import losses
 from components.families import register
 from components.families.base import Family, ImageBatch, LossResult, Networks, Phase, TaskKind
+from components.nets.ema import check_ema_decay, with_generator_average
 from components.nets.mlp import Maxout, relu_mlp
 
 
@@ -35,6 +36,10 @@ class CGANConfig:
     dropout: float = 0.5
     lr: float = 2e-4
     beta1: float = 0.5
+    ema_decay: float = 0.0  # > 0: sample from G_ema, G's moving average (warmed up); 0: from G, as the paper
+
+    def __post_init__(self) -> None:
+        check_ema_decay(self.ema_decay)
 
 
 class ConditionalGenerator(nn.Module):
@@ -78,14 +83,15 @@ class CGAN(Family):
 
     def build_networks(self) -> dict[str, nn.Module]:
         c, s, k = self.spec.channels, self.spec.image_size, self.spec.num_classes
-        return {"G": ConditionalGenerator(self.config, k, (c, s, s)),
-                "D": ConditionalDiscriminator(self.config, k, c * s * s)}
+        return with_generator_average({"G": ConditionalGenerator(self.config, k, (c, s, s)),
+                                       "D": ConditionalDiscriminator(self.config, k, c * s * s)}, self.config.ema_decay)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self.adam_per_module(self.config.lr, (self.config.beta1, 0.999))
 
     def phases(self) -> list[Phase]:
-        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False)]
+        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False,
+              after_step=self.update_generator_average if self.config.ema_decay else None)]
 
     def _random_labels(self, n: int, device: torch.device) -> Tensor:
         return torch.randint(0, self.spec.num_classes, (n,), device=device)
@@ -109,4 +115,4 @@ class CGAN(Family):
     @torch.no_grad()
     def generate(self, n: int, condition: Tensor | None = None) -> Tensor:
         labels = self.sample_conditions(n) if condition is None else condition
-        return self.nets["G"](self.latent(n, self.config.z_dim), labels.to(self.device))
+        return self.sampling_generator(self.latent(n, self.config.z_dim), labels.to(self.device))

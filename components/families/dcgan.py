@@ -15,6 +15,7 @@ from components import losses
 from components.families import register
 from components.families.base import Family, ImageBatch, LossResult, Networks, Phase, TaskKind
 from components.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from components.nets.ema import check_ema_decay, with_generator_average
 
 
 @dataclass
@@ -24,6 +25,10 @@ class DCGANConfig:
     d_width: int = 32
     lr: float = 2e-4
     beta1: float = 0.5
+    ema_decay: float = 0.0  # > 0: sample from G_ema, G's moving average (warmed up); 0: from G, as the paper
+
+    def __post_init__(self) -> None:
+        check_ema_decay(self.ema_decay)
 
 
 @register
@@ -35,13 +40,15 @@ class DCGAN(Family):
 
     def build_networks(self) -> dict[str, nn.Module]:
         c, s, cfg = self.spec.channels, self.spec.image_size, self.config
-        return {"G": DCGANGenerator(cfg.z_dim, c, s, cfg.g_width), "D": DCGANDiscriminator(c, s, cfg.d_width)}
+        return with_generator_average({"G": DCGANGenerator(cfg.z_dim, c, s, cfg.g_width),
+                                       "D": DCGANDiscriminator(c, s, cfg.d_width)}, cfg.ema_decay)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self.adam_per_module(self.config.lr, (self.config.beta1, 0.999))
 
     def phases(self) -> list[Phase]:
-        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False)]
+        return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False,
+              after_step=self.update_generator_average if self.config.ema_decay else None)]
 
     def discriminator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         with torch.no_grad():
@@ -56,4 +63,4 @@ class DCGAN(Family):
 
     @torch.no_grad()
     def generate(self, n: int, condition: None = None) -> Tensor:
-        return self.nets["G"](self.latent(n, self.config.z_dim))
+        return self.sampling_generator(self.latent(n, self.config.z_dim))

@@ -48,7 +48,6 @@ network and only help faces).
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -61,6 +60,7 @@ from components.errors import ConfigError, DataError
 from components.families import register
 from components.families.base import (DataSpec, DomainCondition, Family, ImageBatch, LossResult, Networks, Phase,
                                       TaskKind, TranslationExport, unwrap)
+from components.nets.ema import WithEMA
 
 # --- method-specific losses and schedules ---------------------------------------------------------
 
@@ -115,25 +115,6 @@ def stargan_v2_generator_loss(fake_logits: Tensor, styles: Tensor, recovered_sty
              "cyc": cycle_consistency_loss(images, reconstructions)}
     total = terms["adv"] + lambda_sty * terms["sty"] - lambda_ds * terms["ds"] + lambda_cyc * terms["cyc"]
     return total, terms
-
-
-def ema_decay_at(step: int | Tensor, decay: float, warmup: bool = True) -> float:
-    """The EMA's decay at update ``step``: ``decay``, or with ``warmup`` min(decay, (1 + t) / (10 + t)).
-
-    The warm-up (TensorFlow's ExponentialMovingAverage with num_updates) lets
-    the average leave the initial weights within a short run: 0.999 alone
-    still gives them weight 0.999^600 = 0.55 after 600 iterations. It reaches
-    0.999 after 8,991 updates, so a run of the paper's length (100k) averages
-    as the paper does.
-    """
-    return min(decay, (1.0 + float(step)) / (10.0 + float(step))) if warmup else decay
-
-
-@torch.no_grad()
-def ema_update_(averages: list[Tensor], values: list[Tensor], decay: float) -> None:
-    """average <- decay * average + (1 - decay) * value, in place, pairwise."""
-    for average, value in zip(averages, values):
-        average.lerp_(value.detach(), 1.0 - decay)
 
 
 # --- networks --------------------------------------------------------------------------------------
@@ -329,43 +310,6 @@ class Discriminator(nn.Module):
 
     def forward(self, x: Tensor, domains: Tensor) -> Tensor:
         return pick_domain(self.logits(self.body(x)), domains)
-
-
-def buffers_only_copy(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` whose parameters are buffers: it computes the same, but no optimizer, autograd
-    switch (``requires_grad_``) or DistributedDataParallel wrapper treats its weights as trainable."""
-    shadow = copy.deepcopy(net)
-    for module in shadow.modules():
-        for name, parameter in list(module._parameters.items()):
-            if parameter is not None:
-                del module._parameters[name]
-                module.register_buffer(name, parameter.detach().clone())
-    return shadow
-
-
-class WithEMA(nn.Module):
-    """A trained network (``net``, what ``forward`` runs) with its exponential moving average (``ema``).
-
-    ``steps`` counts the EMA updates, one per training iteration: G's is the
-    iteration count the diversity weight decays with.
-    """
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        self.ema = buffers_only_copy(net)
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-
-    def forward(self, *args: Tensor) -> Tensor:
-        return self.net(*args)
-
-    @torch.no_grad()
-    def update_ema(self, decay: float, warmup: bool = False) -> None:
-        """One EMA update with ``decay`` (warmed up by ``ema_decay_at`` when asked); counts the step."""
-        decay = ema_decay_at(self.steps, decay, warmup)
-        parameters, shadow = dict(self.net.named_parameters()), dict(self.ema.named_buffers())
-        ema_update_([shadow[name] for name in parameters], list(parameters.values()), decay)
-        self.steps += 1
 
 
 # --- export ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from components import losses
 from components.families import register
 from components.families.base import Family, ImageBatch, LossResult, Networks, Phase, TaskKind
 from components.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from components.nets.ema import check_ema_decay, with_generator_average
 
 
 @dataclass
@@ -31,6 +32,10 @@ class WGANGPConfig:
     lr: float = 1e-4
     beta1: float = 0.0
     beta2: float = 0.9
+    ema_decay: float = 0.0  # > 0: sample from G_ema, G's moving average (warmed up); 0: from G, as the paper
+
+    def __post_init__(self) -> None:
+        check_ema_decay(self.ema_decay)
 
 
 @register
@@ -42,10 +47,10 @@ class WGANGP(Family):
 
     def build_networks(self) -> dict[str, nn.Module]:
         c, s, cfg = self.spec.channels, self.spec.image_size, self.config
-        return {
+        return with_generator_average({
             "G": DCGANGenerator(cfg.z_dim, c, s, cfg.g_width),
             "D": DCGANDiscriminator(c, s, cfg.d_width, norm=cfg.critic_norm),
-        }
+        }, cfg.ema_decay)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self.adam_per_module(self.config.lr, (self.config.beta1, self.config.beta2))
@@ -53,7 +58,8 @@ class WGANGP(Family):
     def phases(self) -> list[Phase]:
         return [
             Phase("critic", ("D",), self.critic_loss, repeats=self.config.n_critic),
-            Phase("G", ("G",), self.generator_loss, uses_data=False),
+            Phase("G", ("G",), self.generator_loss, uses_data=False,
+              after_step=self.update_generator_average if self.config.ema_decay else None),
         ]
 
     def critic_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
@@ -74,4 +80,4 @@ class WGANGP(Family):
 
     @torch.no_grad()
     def generate(self, n: int, condition: None = None) -> Tensor:
-        return self.nets["G"](self.latent(n, self.config.z_dim))
+        return self.sampling_generator(self.latent(n, self.config.z_dim))

@@ -9,10 +9,9 @@ from torch import nn
 
 from components.errors import ConfigError, DataError
 from components.families import DataSpec, DomainCondition, ImageBatch, build_family, get_family
-from components.families.stargan_v2 import (Discriminator, MappingNetwork, StyleEncoder, WithEMA,
-                                            cycle_consistency_loss, diversity_sensitive_loss, diversity_weight,
-                                            ema_decay_at, ema_update_, pick_domain, stargan_v2_discriminator_loss,
-                                            style_reconstruction_loss)
+from components.families.stargan_v2 import (Discriminator, MappingNetwork, StyleEncoder, cycle_consistency_loss,
+                                            diversity_sensitive_loss, diversity_weight, pick_domain,
+                                            stargan_v2_discriminator_loss, style_reconstruction_loss)
 from components.training.loop import run_phase
 
 LN2 = math.log(2)
@@ -197,38 +196,6 @@ def test_style_encoder_heads_are_per_domain():
 
 
 # -- EMA ------------------------------------------------------------------------------------------
-
-
-def test_ema_update_by_hand():
-    average, value = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
-    ema_update_([average], [value], 0.999)  # 0.999 * (0, 1) + 0.001 * (1, 1)
-    torch.testing.assert_close(average, torch.tensor([0.001, 1.0]))
-
-
-@pytest.mark.parametrize("step, expected", [(0, 0.1), (90, 0.91), (8990, 0.999), (10**6, 0.999)])
-def test_ema_decay_warms_up_to_the_papers(step, expected):
-    # min(0.999, (1 + t) / (10 + t)): 1/10, 91/100, 8991/9000 = 0.999, capped after
-    assert ema_decay_at(step, 0.999) == pytest.approx(expected)
-    assert ema_decay_at(step, 0.999, warmup=False) == 0.999
-
-
-def test_ema_copy_is_buffers_updated_towards_the_weights():
-    tracked = WithEMA(nn.Linear(1, 1))
-    assert [name for name, _ in tracked.named_parameters()] == ["net.weight", "net.bias"]  # no EMA parameters
-    assert {"ema.weight", "ema.bias", "steps"} <= set(dict(tracked.named_buffers()))
-    with torch.no_grad():
-        tracked.net.weight.fill_(1.0)
-        tracked.ema.weight.fill_(0.0)
-    tracked.update_ema(0.999)  # 0.999 * 0 + 0.001 * 1
-    assert tracked.ema.weight.item() == pytest.approx(0.001)
-    with torch.no_grad():
-        tracked.net.weight.fill_(2.0)
-    tracked.update_ema(0.999)  # 0.999 * 0.001 + 0.001 * 2
-    assert tracked.ema.weight.item() == pytest.approx(0.002999)
-    assert int(tracked.steps) == 2
-    with torch.no_grad():
-        tracked.ema.bias.copy_(tracked.net.bias)
-    torch.testing.assert_close(tracked.ema(torch.tensor([[3.0]])), 0.002999 * 3 + tracked.net.bias.detach().view(1, 1))
 
 
 def test_each_ema_follows_its_network_after_the_step_that_trains_it():
