@@ -48,10 +48,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/evaluation_speed.py --repeats 5
 	$(BIN)/python benchmarks/evaluation_speed.py --large 50000
 	$(BIN)/python benchmarks/trainer_overhead.py --repeats 5
+	$(BIN)/python benchmarks/trainer_overhead.py --section placement --repeats 3
 	$(BIN)/python benchmarks/pipeline_overhead.py --repeats 3
 	$(BIN)/python benchmarks/cost_growth.py --repeats 3
 	$(BIN)/python benchmarks/precision.py
-	$(BIN)/python benchmarks/quality_per_minute.py
+	$(BIN)/python benchmarks/quality_per_minute.py --variant wgan_gp:n_critic=2
+	$(BIN)/python benchmarks/quality_per_minute.py --families "" --variant dcgan:ema_decay=0.999 --variant wgan_gp:n_critic=2,ema_decay=0.999 --variant cgan:ema_decay=0.999 --section quality_per_minute_ema
 
 clean:
 	rm -rf $(VENV) runs data/prepared

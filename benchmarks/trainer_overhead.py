@@ -12,7 +12,12 @@ loop at 1 thread, two independent plain loops at once (what two processes of
 1 thread each can do on this machine at best) and the ganzoo loop's DDP over
 gloo in 2 processes, so that the table shows which part costs what.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|both] [--repeats 5]
+Placement (``--section placement``): the same plain dcgan loop in this process's
+main thread, in another thread, in a Ray actor (main thread and another
+thread) and as a Ray Train worker's function, beside the ganzoo trainer, to
+tell Ray's share of the overhead from ganzoo's.
+
+    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|both] [--repeats 5]
         [--families dcgan,wgan_gp,cyclegan,stargan_v2] [--scale 1.0]
 
 Each configuration runs once as a warm-up (in the overhead section, those of the
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +189,73 @@ def overhead(families: list[str], runs: int, scale: float, root: str) -> dict:
     return result
 
 
+def in_thread(measure: callable) -> float:
+    """``measure()`` run in a new thread of this process, as Ray Train V2 runs a worker's training function."""
+    out: dict[str, float] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("rate", measure()))
+    thread.start()
+    thread.join()
+    return out["rate"]
+
+
+def placement(runs: int, scale: float, root: str) -> dict:
+    """Where the same plain dcgan loop (2 threads) runs: which part of the trainer overhead is Ray's, which ganzoo's."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from components.training.launcher import ensure_ray
+
+    work, seeds = WORKLOADS["dcgan"], Seeds()
+    prepared = prepared_for(work.source, root, {})
+    steps = max(10, int(work.steps * scale))
+    params = params_for(work, root, 1, 2, steps, 0)
+    ensure_ray()
+
+    @ray.remote(num_cpus=0)  # no CPUs reserved, so Ray Train's worker can take both while this actor idles
+    class PlainLoopActor:
+        def main_thread(self) -> float:
+            return plain_loop(work, prepared, params, steps)
+
+        def other_thread(self) -> float:
+            return in_thread(lambda: plain_loop(work, prepared, params, steps))
+
+    def ray_train_worker(config: dict) -> None:
+        Path(config["out"]).write_text(str(plain_loop(work, prepared, params, steps)))
+
+    def in_ray_train() -> float:
+        out = Path(root) / f"rate-{seeds()}"
+        TorchTrainer(ray_train_worker, train_loop_config={"out": str(out)},
+                     scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
+                     run_config=ray.train.RunConfig(name=out.name, storage_path=f"{root}/placement")).fit()
+        return float(out.read_text())
+
+    actor = PlainLoopActor.remote()
+    got = interleaved({
+        "driver_main": lambda: plain_loop(work, prepared, params, steps),
+        "driver_thread": lambda: in_thread(lambda: plain_loop(work, prepared, params, steps)),
+        "actor_main": lambda: ray.get(actor.main_thread.remote()),
+        "actor_thread": lambda: ray.get(actor.other_thread.remote()),
+        "ray_train": in_ray_train,
+        "ganzoo": lambda: ganzoo_trainer(work, prepared, root, 1, 2, steps, seeds()),
+    }, runs)
+    ray.kill(actor)
+    base = statistics.median(got["driver_main"])
+    labels = {"driver_main": "plain loop, this process's main thread (the overhead table's (a))",
+              "driver_thread": "plain loop, another thread of this process",
+              "actor_main": "plain loop, a Ray actor's main thread",
+              "actor_thread": "plain loop, another thread of a Ray actor",
+              "ray_train": "plain loop as a Ray Train worker's training function (1 worker x 2 CPUs)",
+              "ganzoo": "the ganzoo trainer, 1 worker x 2 threads (the overhead table's (b))"}
+    print(f"\nWhere the loop runs, dcgan, batch {work.batch}, {steps} steps, 2 threads, "
+          f"median (min-max) of {runs} after a warm-up")
+    print(table(["where", "images/s", "÷ main thread"],
+                [[labels[key], show(values, 0), f"{statistics.median(values) / base:.2f}"]
+                 for key, values in got.items()]))
+    return {"steps": steps, **{key: {**spread(values), "ratio": statistics.median(values) / base}
+                               for key, values in got.items()}}
+
+
 def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepared_dir: str) -> float:
     """One process of the no-Ray comparisons: ``independent`` (a plain loop alone) or ``ddp`` (the ganzoo
     loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray)."""
@@ -262,7 +335,8 @@ def scaling(runs: int, scale: float, root: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--section", choices=("overhead", "scaling", "both"), default="both")
+    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "both"), default="both",
+                        help="both: overhead and scaling; placement: the plain loop in and out of Ray")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", default=",".join(WORKLOADS))
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's step count")
@@ -281,6 +355,8 @@ def main() -> None:
                                         "families": overhead(args.families.split(","), args.repeats, args.scale, root)})
         if args.section in ("scaling", "both"):
             record("scaling", {"repeats": args.repeats, **scaling(args.repeats, args.scale, root)})
+        if args.section == "placement":
+            record("placement", {"repeats": args.repeats, **placement(args.repeats, args.scale, root)})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import common  # noqa: E402
 from cost_growth import measure_one  # noqa: E402
 from pipeline_overhead import busy_seconds  # noqa: E402
 from quality_per_minute import parse_variant  # noqa: E402
+from trainer_overhead import in_thread  # noqa: E402
 
 
 def test_busy_seconds_counts_overlapping_stages_once():
@@ -45,3 +47,7 @@ def test_parse_variant_reads_ints_and_floats():
 def test_cost_growth_measures_an_iteration(family, size):
     result = measure_one(family, size, 4, 1, 1)
     assert result["step_s"] > 0 and result["peak_mib"] > 0
+
+
+def test_in_thread_runs_the_measure_off_the_main_thread_and_returns_its_figure():
+    assert in_thread(lambda: float(threading.current_thread() is not threading.main_thread())) == 1.0
