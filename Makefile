@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cost_growth.py --repeats 3
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/quality_per_minute.py --variant wgan_gp:n_critic=2
+	$(BIN)/python benchmarks/quality_per_minute.py --families "" --section quality_per_minute_tuning --variant dcgan:lr=4e-4 --variant dcgan:batch=32 --variant wgan_gp:n_critic=2,lr=2e-4 --variant wgan_gp:n_critic=2,lr=4e-4 --variant wgan_gp:n_critic=2,batch=32 --variant cgan:lr=5e-4 --variant cgan:lr=1e-3 --variant cgan:batch=32 --variant cgan:batch=128
 	$(BIN)/python benchmarks/quality_per_minute.py --families "" --variant dcgan:ema_decay=0.999 --variant wgan_gp:n_critic=2,ema_decay=0.999 --variant cgan:ema_decay=0.999 --section quality_per_minute_ema
 
 clean:
