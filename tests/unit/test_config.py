@@ -1,5 +1,6 @@
 """params.yaml validation: every bad input is one line naming the key path and what was expected."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,10 @@ def test_set_overrides_are_parsed_as_yaml_and_validated_the_same_way():
 def test_exponent_floats_without_a_dot_are_numbers_in_the_file_and_in_set(tmp_path):
     # YAML 1.1 (PyYAML's default) would read 2e-4 as the string '2e-4', and the override would be refused
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(REPO_PARAMS.read_text().replace("dcgan: {}", "dcgan: {lr: 2e-4}"))
-    assert load_params(params_file).family_config("dcgan").lr == pytest.approx(2e-4)
+    text, count = re.subn(r"^  dcgan: \{.*$", "  dcgan: {lr: 3e-5}", REPO_PARAMS.read_text(), flags=re.M)
+    assert count == 1
+    params_file.write_text(text)
+    assert load_params(params_file).family_config("dcgan").lr == pytest.approx(3e-5)
     params = load_params(REPO_PARAMS, ["overrides.dcgan.lr=5E-5", "overrides.dcgan.beta1=+1.5e-1"])
     assert params.family_config("dcgan").lr == pytest.approx(5e-5)
     assert params.family_config("dcgan").beta1 == pytest.approx(0.15)
