@@ -17,7 +17,11 @@ main thread, in another thread, in a Ray actor (main thread and another
 thread) and as a Ray Train worker's function, beside the ganzoo trainer, to
 tell Ray's share of the overhead from ganzoo's.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|both] [--repeats 5]
+OpenMP (``--section openmp``): the plain dcgan loop in fresh processes, in the
+main thread, in a new thread alone, and in a new thread beside another thread
+that holds (or held) an OpenMP pool.
+
+    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|openmp|both] [--repeats 5]
         [--families dcgan,wgan_gp,cyclegan,stargan_v2] [--scale 1.0]
 
 Each configuration runs once as a warm-up (in the overhead section, those of the
@@ -256,6 +260,59 @@ def placement(runs: int, scale: float, root: str) -> dict:
                                for key, values in got.items()}}
 
 
+OPENMP_MODES = {
+    "main": "this process's main thread, nothing before it",
+    "thread": "a new thread; the main thread never ran torch",
+    "main_then_thread": "a new thread, after the main thread ran a short loop (its OpenMP pool stays)",
+    "thread_then_thread": "a new thread, after another thread ran a short loop and exited (its pool went with it)",
+}
+
+
+def openmp_probe(mode: str, steps: int, prepared_dir: str) -> float:
+    """One fresh process of the OpenMP section: the plain dcgan loop placed as ``mode`` says."""
+    work = WORKLOADS["dcgan"]
+    prepared = load_prepared(prepared_dir)
+    params = params_for(work, prepared_dir, 1, 2, steps, 0)
+    short = lambda: plain_loop(work, prepared, params, 10)  # noqa: E731
+    timed = lambda: plain_loop(work, prepared, params, steps)  # noqa: E731
+    if mode == "main":
+        return timed()
+    if mode == "main_then_thread":
+        short()
+    elif mode == "thread_then_thread":
+        in_thread(short)
+    return in_thread(timed)
+
+
+def openmp(runs: int, scale: float, root: str) -> dict:
+    """Why a thread is slower than the main thread: the plain loop in fresh processes, placed four ways.
+
+    libgomp keeps one thread pool per thread that has opened a parallel region, and once
+    the pools together hold more threads than there are CPUs it spins only briefly before
+    sleeping between regions, so every region pays a wake-up. A new thread alone is
+    one pool; a new thread beside a main thread that ran torch is two.
+    """
+    work = WORKLOADS["dcgan"]
+    prepared_for(work.source, root, {})
+    steps = max(10, int(work.steps * scale))
+    prepared_dir = f"{root}/prepared-{work.source}"
+
+    def fresh(mode: str) -> float:
+        out = subprocess.run([sys.executable, __file__, "--openmp-probe", mode, str(steps), prepared_dir],
+                             capture_output=True, text=True, check=True)
+        return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    got = interleaved({mode: (lambda m=mode: fresh(m)) for mode in OPENMP_MODES}, runs)
+    base = statistics.median(got["main"])
+    print(f"\nThe plain dcgan loop in fresh processes, batch {work.batch}, {steps} steps, 2 threads, "
+          f"median (min-max) of {runs} after a warm-up")
+    print(table(["where", "images/s", "÷ main thread"],
+                [[OPENMP_MODES[key], show(values, 0), f"{statistics.median(values) / base:.2f}"]
+                 for key, values in got.items()]))
+    return {"steps": steps, **{key: {**spread(values), "ratio": statistics.median(values) / base}
+                               for key, values in got.items()}}
+
+
 def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepared_dir: str) -> float:
     """One process of the no-Ray comparisons: ``independent`` (a plain loop alone) or ``ddp`` (the ganzoo
     loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray)."""
@@ -335,13 +392,18 @@ def scaling(runs: int, scale: float, root: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "both"), default="both",
+    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "openmp", "both"), default="both",
                         help="both: overhead and scaling; placement: the plain loop in and out of Ray")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", default=",".join(WORKLOADS))
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's step count")
     parser.add_argument("--rank-process", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--openmp-probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.openmp_probe:
+        mode, steps, prepared_dir = args.openmp_probe
+        print(json.dumps(openmp_probe(mode, int(steps), prepared_dir)))
+        return
     if args.rank_process:
         mode, rank, world, port, steps, prepared_dir = args.rank_process
         print(json.dumps(process_rank(mode, int(rank), int(world), int(port), int(steps), prepared_dir)))
@@ -357,6 +419,8 @@ def main() -> None:
             record("scaling", {"repeats": args.repeats, **scaling(args.repeats, args.scale, root)})
         if args.section == "placement":
             record("placement", {"repeats": args.repeats, **placement(args.repeats, args.scale, root)})
+        if args.section == "openmp":
+            record("openmp_pools", {"repeats": args.repeats, **openmp(args.repeats, args.scale, root)})
 
 
 if __name__ == "__main__":
