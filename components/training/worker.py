@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from components.data.images import save_image_grid
 from components.families import Family, build_family
+from components.training.allocator import keep_freed_memory
 from components.training.checkpoint import HISTORY_FILE, TrainingState, read_history, restore_into, save_checkpoint
 from components.training.launcher import quiet_worker_logs
 from components.training.loop import (LoopSettings, Precision, agree_diverged, first_non_finite, restore_rng,
@@ -32,6 +33,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(settings.threads)
+    keep_freed_memory()  # this function runs in a thread, whose malloc arena would refault each step's memory
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
 
