@@ -21,7 +21,13 @@ OpenMP (``--section openmp``): the plain dcgan loop in fresh processes, in the
 main thread, in a new thread alone, and in a new thread beside another thread
 that holds (or held) an OpenMP pool.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|openmp|both] [--repeats 5]
+Allocator (``--section allocator``): the plain dcgan loop in this process's main
+thread and as a Ray Train worker's training function with glibc's malloc
+defaults and with ``keep_freed_memory`` (which the ganzoo worker calls), with
+the minor page faults per step each incurs.
+
+    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|openmp|allocator|both]
+        [--repeats 5]
         [--families dcgan,wgan_gp,cyclegan,stargan_v2] [--scale 1.0]
 
 Each configuration runs once as a warm-up (in the overhead section, those of the
@@ -39,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -75,7 +82,7 @@ class Workload:
 WORKLOADS = {
     # steps give each run a timed second half of 10-20 s: shorter halves still overlap Ray's actors starting
     "dcgan": Workload("dcgan", "mnist5k", 64, 800),
-    "wgan_gp": Workload("wgan_gp", "mnist5k", 64, 200),  # 5 critic batches per iteration
+    "wgan_gp": Workload("wgan_gp", "mnist5k", 64, 500),  # params.yaml: 2 critic batches per iteration
     "cyclegan": Workload("cyclegan", "digits2colored", 16, 120),
     "stargan_v2": Workload("stargan_v2", "digit_domains", 16, 60),
 }
@@ -313,6 +320,61 @@ def openmp(runs: int, scale: float, root: str) -> dict:
                                for key, values in got.items()}}
 
 
+def with_page_faults(measure: callable, steps: int) -> tuple[float, float]:
+    """(``measure()``, this process's minor page faults per step while it ran)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rate = measure()
+    return rate, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
+def allocator(runs: int, scale: float, root: str) -> dict:
+    """The plain loop in the main thread, and in a Ray Train worker's thread with and without ``keep_freed_memory``."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from components.training.allocator import keep_freed_memory
+    from components.training.launcher import ensure_ray
+
+    work, seeds = WORKLOADS["dcgan"], Seeds()
+    prepared = prepared_for(work.source, root, {})
+    steps = max(10, int(work.steps * scale))
+    params = params_for(work, root, 1, 2, steps, 0)
+    ensure_ray()
+
+    def ray_train_worker(config: dict) -> None:
+        if config["keep"] and not keep_freed_memory():
+            raise RuntimeError("keep_freed_memory: this C library has no mallopt (not glibc)")
+        measured = with_page_faults(lambda: plain_loop(work, prepared, params, steps), steps)
+        Path(config["out"]).write_text(json.dumps(measured))
+
+    def in_ray_train(keep: bool) -> tuple[float, float]:
+        out = Path(root) / f"allocator-{seeds()}"
+        TorchTrainer(ray_train_worker, train_loop_config={"out": str(out), "keep": keep},
+                     scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 2}),
+                     run_config=ray.train.RunConfig(name=out.name, storage_path=f"{root}/allocator")).fit()
+        return tuple(json.loads(out.read_text()))
+
+    got = interleaved({
+        "main_thread": lambda: with_page_faults(lambda: plain_loop(work, prepared, params, steps), steps),
+        "ray_train_default": lambda: in_ray_train(False),
+        "ray_train_keep": lambda: in_ray_train(True),
+    }, runs)
+    rates = {key: [rate for rate, _ in values] for key, values in got.items()}
+    faults = {key: [fault for _, fault in values] for key, values in got.items()}
+    base = statistics.median(rates["main_thread"])
+    labels = {"main_thread": "this process's main thread",
+              "ray_train_default": "a Ray Train worker's training function, glibc's malloc defaults",
+              "ray_train_keep": "a Ray Train worker's training function after keep_freed_memory() (as ganzoo's)"}
+    print(f"\nThe plain dcgan loop and malloc, batch {work.batch}, {steps} steps, 2 threads, "
+          f"median (min-max) of {runs} after a warm-up")
+    print(table(["where", "images/s", "÷ main thread", "minor page faults per step"],
+                [[labels[key], show(rates[key], 0), f"{statistics.median(rates[key]) / base:.2f}",
+                  show(faults[key], 0)] for key in got]))
+    return {"steps": steps, **{key: {**spread(rates[key]), "ratio": statistics.median(rates[key]) / base,
+                                     "page_faults_per_step": spread(faults[key])} for key in got}}
+
+
 def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepared_dir: str) -> float:
     """One process of the no-Ray comparisons: ``independent`` (a plain loop alone) or ``ddp`` (the ganzoo
     loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray)."""
@@ -392,7 +454,7 @@ def scaling(runs: int, scale: float, root: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "openmp", "both"), default="both",
+    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "openmp", "allocator", "both"), default="both",
                         help="both: overhead and scaling; placement: the plain loop in and out of Ray")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", default=",".join(WORKLOADS))
@@ -421,6 +483,8 @@ def main() -> None:
             record("placement", {"repeats": args.repeats, **placement(args.repeats, args.scale, root)})
         if args.section == "openmp":
             record("openmp_pools", {"repeats": args.repeats, **openmp(args.repeats, args.scale, root)})
+        if args.section == "allocator":
+            record("allocator", {"repeats": args.repeats, **allocator(args.repeats, args.scale, root)})
 
 
 if __name__ == "__main__":
