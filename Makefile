@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py --repeats 5
 	$(BIN)/python benchmarks/trainer_overhead.py --section placement --repeats 3
 	$(BIN)/python benchmarks/trainer_overhead.py --section openmp --repeats 5 --scale 0.5
+	$(BIN)/python benchmarks/trainer_overhead.py --section allocator --repeats 5
 	$(BIN)/python benchmarks/pipeline_overhead.py --repeats 3
 	$(BIN)/python benchmarks/cost_growth.py --repeats 3
 	$(BIN)/python benchmarks/precision.py
