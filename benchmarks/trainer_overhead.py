@@ -380,6 +380,9 @@ def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepar
     loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray)."""
     import torch.distributed as dist
 
+    from components.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as a ganzoo worker does: a fresh process's main arena, too, refaults each step's memory
     work, prepared = WORKLOADS["dcgan"], load_prepared(prepared_dir)
     params = params_for(work, "/tmp", world, 1, steps, 0)
     if mode == "independent":

@@ -34,6 +34,9 @@ class TrainingOutcome:
         return self.status == "finished"
 
 
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Connect to ``address`` (``auto``, ``ray://host:10001``) or start a local cluster once per process."""
     import ray
@@ -45,9 +48,12 @@ def ensure_ray(address: str | None = None) -> None:
     # Ray starts its workers at niceness 15, below its own services (raylet, GCS, log monitor) at 0: each time
     # one of those wakes, it preempts a training thread and the other thread waits at torch's next barrier.
     # On 2 cores that cost DCGAN a quarter of its speed; training workers run at the services' niceness.
+    env_vars = {"RAY_worker_niceness": "0"}
+    if not address:  # Ray Train's preemption watcher polls for node drains, which only an autoscaler makes: on
+        env_vars[PREEMPTION_WATCHER_ENV] = "0"  # a local cluster it is one more actor waking every few seconds
     ray.init(address=address, logging_config=ray.LoggingConfig(log_level="WARNING"),
              runtime_env={"worker_process_setup_hook": "components.training.launcher.quiet_worker_logs",
-                          "env_vars": {"RAY_worker_niceness": "0"}}, **local_only)
+                          "env_vars": env_vars}, **local_only)
 
 
 def quiet_worker_logs() -> None:

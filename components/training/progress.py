@@ -9,6 +9,8 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 SHOWN = ("d_loss", "g_loss", "wasserstein")
+FIT_RETURNED = "fit returned"  # the driver's own last item on the queue: what the bar waits for after the reports
+SAFETY_WAKE_S = 30.0  # only if that item never arrives (the queue's actor lost): how often to check fit anyway
 
 
 def describe(metrics: dict[str, Any]) -> str:
@@ -19,25 +21,39 @@ def describe(metrics: dict[str, Any]) -> str:
 
 
 def fit_with_progress(fit: Callable[[], Any], queue: Any, total: int, label: str,
-                      show: bool = True) -> tuple[Any, dict[str, Any]]:
+                      show: bool = True, safety_wake_s: float = SAFETY_WAKE_S) -> tuple[Any, dict[str, Any]]:
     """Run ``fit`` in a thread; draw each report that arrives on ``queue`` until it returns.
 
+    The loop blocks on the queue instead of polling it: when ``fit`` returns (or raises),
+    its thread puts FIT_RETURNED behind the last report. A poll twice a second woke the
+    driver and the queue's actor, and on 2 cores each wake-up stalls a training thread.
     Returns fit's result and rank 0's last report (Ray's result carries the metrics of
     the last checkpoint, not of the last report).
     """
-    last: dict[str, Any] = {}
     from ray.util.queue import Empty
 
+    def fit_then_wake() -> Any:
+        try:
+            return fit()
+        finally:
+            try:
+                queue.put_nowait(FIT_RETURNED)
+            except Exception:  # a lost queue: the loop's safety wake finds fit done instead
+                pass
+
+    last: dict[str, Any] = {}
     bar = tqdm(total=total, desc=label, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(fit)
+        future = pool.submit(fit_then_wake)
         while True:
             try:
-                metrics = queue.get(timeout=0.5)
+                metrics = queue.get(timeout=safety_wake_s)
             except Empty:
                 if future.done():
                     break
                 continue
+            if metrics == FIT_RETURNED:
+                break
             last = metrics
             bar.n = min(total, int(metrics.get("step", bar.n)))
             bar.set_postfix_str(describe(metrics), refresh=True)
