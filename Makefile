@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/evaluation_speed.py --repeats 5
 	$(BIN)/python benchmarks/evaluation_speed.py --large 50000
+	$(BIN)/python benchmarks/evaluation_speed.py --thread-allocator --repeats 3
 	$(BIN)/python benchmarks/trainer_overhead.py --repeats 5
 	$(BIN)/python benchmarks/trainer_overhead.py --section placement --repeats 3
 	$(BIN)/python benchmarks/trainer_overhead.py --section openmp --repeats 5 --scale 0.5

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/evaluation_speed.py --prdc-points 50000 [--dim 128]
     .venv/bin/python benchmarks/evaluation_speed.py --inception-images 50
     .venv/bin/python benchmarks/evaluation_speed.py --large 50000
+    .venv/bin/python benchmarks/evaluation_speed.py --thread-allocator [--repeats 3]
 
 The first form (mnist5k prepared into a temporary folder when --prepared holds
 no prepared data) prints (1) the time to train the domain CNN on the prepared
@@ -22,6 +23,10 @@ precision/recall/density/coverage, the real-vs-real floor): the real set is the
 bundled mnist5k shifted by up to 2 pixels into N distinct images (no download),
 the "generated" set another N shifts; it prints the time and the process's peak
 RSS (target < 4 GB at N = 50,000).
+``--thread-allocator`` times cold scoring of 5,000 noise vs 5,000 real in a new
+thread of a fresh process (as the flow's evaluate stage runs, in a Prefect worker
+thread), with glibc's malloc defaults and after ``keep_freed_memory`` (which
+``evaluate_checkpoint`` calls), interleaved, with the minor page faults of each.
 ``--repeats R`` repeats the cold and cached scoring R times after a warm-up.
 ``--inception-images N`` times FID Inception-v3 features of N 28 x 28 images
 (random weights: the speed does not depend on them).
@@ -30,7 +35,10 @@ RSS (target < 4 GB at N = 50,000).
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import threading
 import statistics
 import sys
 import tempfile
@@ -127,6 +135,59 @@ def inception_speed(count: int) -> None:
     _peak_rss()
 
 
+def thread_probe(keep: bool, prepared_dir: str, cache: str) -> tuple[float, float]:
+    """One fresh process of ``--thread-allocator``: (seconds of a cold 5k vs 5k scoring, minor faults) in a thread."""
+    from components.training.allocator import keep_freed_memory
+
+    if keep and not keep_freed_memory():
+        raise SystemExit("keep_freed_memory: this C library has no mallopt (not glibc)")
+    prepared, cfg = load_prepared(prepared_dir), EvaluationConfig(num_samples=5000)
+    version, out = prepared.data_hash(), {}
+
+    def score() -> None:
+        extractor = load_or_train_domain_extractor(prepared, version, cache, cfg.extractor_epochs, cfg.seed)
+        noise = np.random.default_rng(1).uniform(-1, 1, (5000, *prepared.images.shape[1:])).astype(np.float32)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        took = seconds(lambda: evaluate_images(noise, None, prepared, extractor, cfg, version))
+        out["result"] = (took, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+    thread = threading.Thread(target=score)
+    thread.start()
+    thread.join()
+    return out["result"]
+
+
+def thread_allocator(repeats: int) -> None:
+    """Cold scoring in a thread of fresh processes, glibc's malloc defaults against ``keep_freed_memory``."""
+    from components.data import prepare_dataset
+
+    with tempfile.TemporaryDirectory() as root:
+        prepare_dataset("mnist5k", f"{root}/prepared")
+        prepared, cfg = load_prepared(f"{root}/prepared"), EvaluationConfig()
+        # trained once here, so every probe loads the same extractor and times the scoring alone
+        load_or_train_domain_extractor(prepared, prepared.data_hash(), f"{root}/cache", cfg.extractor_epochs, cfg.seed)
+
+        def probe(keep: bool) -> tuple[float, float]:
+            out = subprocess.run([sys.executable, __file__, "--thread-probe", "keep" if keep else "default",
+                                  f"{root}/prepared", f"{root}/cache"], capture_output=True, text=True, check=True)
+            return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+        got = {"default": [], "keep": []}
+        for _ in range(repeats):
+            for key in got:
+                got[key].append(probe(key == "keep"))
+    took = {key: [t for t, _ in runs] for key, runs in got.items()}
+    faults = {key: [f for _, f in runs] for key, runs in got.items()}
+    ratio = statistics.median(took["keep"]) / statistics.median(took["default"])
+    print(f"cold scoring of 5000 vs 5000 in a thread of a fresh process, median (min-max) of {repeats}:")
+    print(f"  glibc defaults: {show(took['default'])} s, {show(faults['default'], 0)} minor page faults")
+    print(f"  keep_freed_memory: {show(took['keep'])} s, {show(faults['keep'], 0)} minor page faults "
+          f"({ratio:.2f} of the time)")
+    record("evaluation_thread_allocator", {"repeats": repeats, "ratio": ratio,
+                                           **{key: {"seconds": spread(took[key]), "page_faults": spread(faults[key])}
+                                              for key in got}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", default="data/prepared")
@@ -136,7 +197,15 @@ def main() -> None:
     parser.add_argument("--inception-images", type=int, default=0)
     parser.add_argument("--large", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--thread-allocator", action="store_true")
+    parser.add_argument("--thread-probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.thread_probe:
+        keep, prepared_dir, cache = args.thread_probe
+        print(json.dumps(thread_probe(keep == "keep", prepared_dir, cache)))
+        return
+    if args.thread_allocator:
+        return thread_allocator(args.repeats)
     if args.large:
         return large_evaluation(args.large)
     if args.prdc_points:
