@@ -1,7 +1,7 @@
 """Quality per CPU minute: the evaluator's FID after 1, 2 and 4 minutes of training wall time on mnist5k.
 
     .venv/bin/python benchmarks/quality_per_minute.py [--minutes 1,2,4] [--families dcgan,wgan_gp,cgan]
-        [--variant wgan_gp:n_critic=2 ...] [--batch 64]
+        [--variant wgan_gp:n_critic=2 ...] [--batch 64] [--seeds 1]
 
 Each run trains one family from its defaults (or a ``--variant FAMILY:KEY=VALUE[,KEY=VALUE]``
 of them; ``batch=N`` sets the batch size) in this process with 2 torch threads, running the
@@ -9,13 +9,16 @@ family's phases exactly as a trainer worker does (``run_iteration`` over a ``Sha
 of the prepared data; the Ray trainer itself runs at 0.9-1.0 of this speed, see
 trainer_overhead.py). The clock stops while the checkpoints are scored: at each mark the
 generator draws ``evaluation.num_samples`` images (5,000) that the domain extractor scores
-against as many real ones, as ``ganzoo evaluate`` does. One run per configuration: a curve
-is the measurement, and the table says how many iterations each mark reached.
+against as many real ones, as ``ganzoo evaluate`` does. ``--seeds N`` trains each
+configuration N times, from seeds 0..N-1 (initial weights, latents and batch order), and
+the table gives the median (min-max) FID at each mark; the iterations each mark reached
+are the median over the seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import record, table  # noqa: E402
+from common import record, show, table  # noqa: E402
 
 from components.config import EvaluationConfig  # noqa: E402
 from components.data import PreparedDataset, load_prepared, prepare_dataset  # noqa: E402
@@ -49,15 +52,15 @@ def parse_variant(text: str) -> tuple[str, dict[str, float | int]]:
 
 
 def curve(family_name: str, changes: dict, prepared: PreparedDataset, extractor, cfg: EvaluationConfig,
-          version: str, marks_s: list[float], default_batch: int) -> list[dict]:
+          version: str, marks_s: list[float], default_batch: int, seed: int = 0) -> list[dict]:
     torch.set_num_threads(2)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     changes = dict(changes)
     batch = int(changes.pop("batch", default_batch))
     spec = DataSpec(prepared.channels, prepared.image_size, prepared.num_classes)
     family = build_family(family_name, spec, changes)
     optimizers, phases, nets = family.build_optimizers(), family.phases(), dict(family.nets.items())
-    sampler = ShardSampler(prepared.images, prepared.labels, 0, 1, batch, 0)
+    sampler = ShardSampler(prepared.images, prepared.labels, 0, 1, batch, seed)
     points, trained_s, step = [], 0.0, 0
     for mark in marks_s:
         start = time.perf_counter()
@@ -70,7 +73,7 @@ def curve(family_name: str, changes: dict, prepared: PreparedDataset, extractor,
         report = evaluate_images(images, labels, prepared, extractor, cfg, version)
         points.append({"minutes": mark / 60, "iterations": step, "fid": report.metrics["fid"],
                        "kid": report.metrics["kid"], "classes_covered": report.metrics.get("classes_covered")})
-        print(f"  {family_name} {changes or ''} batch {batch}: {mark / 60:g} min, {step} iterations, "
+        print(f"  {family_name} {changes or ''} batch {batch} seed {seed}: {mark / 60:g} min, {step} iterations, "
               f"FID {report.metrics['fid']:.1f}", flush=True)
     return points
 
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--families", default="dcgan,wgan_gp,cgan")
     parser.add_argument("--variant", action="append", default=[], help="FAMILY:KEY=VALUE[,KEY=VALUE] (repeatable)")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the defaults (train.batch_size)")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per configuration, from seeds 0..N-1")
     parser.add_argument("--section", default="quality_per_minute",
                         help="results.json section to write (another keeps an earlier run's curves)")
     args = parser.parse_args()
@@ -97,14 +101,26 @@ def main() -> None:
         cfg = EvaluationConfig(cache_dir=f"{root}/cache")
         extractor = build_extractor(cfg, prepared, version)
         for name, changes in runs:
-            points = curve(name, changes, prepared, extractor, cfg, version, marks, args.batch)
+            per_seed = [curve(name, changes, prepared, extractor, cfg, version, marks, args.batch, seed)
+                        for seed in range(args.seeds)]
             label = ", ".join(f"{k}={v:g}" for k, v in changes.items()) or "defaults"
-            results.append({"family": name, "changes": changes, "points": points})
-            rows.append([name, label, *[f"{p['fid']:.1f} ({p['iterations']} it)" for p in points]])
+            results.append({"family": name, "changes": changes, "points": per_seed[0],
+                            "seeds": [{"seed": seed, "points": points} for seed, points in enumerate(per_seed)]})
+            rows.append([name, label, *[mark_cell([points[i] for points in per_seed]) for i in range(len(marks))]])
     print(f"\nFID (domain extractor, {cfg.num_samples} vs {cfg.num_samples}) after minutes of training wall time, "
-          "mnist5k, 2 threads")
+          f"mnist5k, 2 threads, {args.seeds} seed(s)" + (": median (min-max)" if args.seeds > 1 else ""))
     print(table(["family", "hyperparameters", *[f"{m / 60:g} min" for m in marks]], rows))
-    record(args.section, {"minutes": [m / 60 for m in marks], "batch": args.batch, "runs": results})
+    record(args.section, {"minutes": [m / 60 for m in marks], "batch": args.batch, "seeds": args.seeds,
+                          "runs": results})
+
+
+def mark_cell(points: list[dict]) -> str:
+    """One mark's FID over the seeds, ``median (min-max) (N it)``; a single seed as ``FID (N it)``."""
+    iterations = int(statistics.median(p["iterations"] for p in points))
+    fids = [p["fid"] for p in points]
+    if len(fids) == 1:
+        return f"{fids[0]:.1f} ({iterations} it)"
+    return f"{show(fids, 1)} ({iterations} it)"
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ Scaling (``--section scaling``): dcgan at batch 64 per worker, the ganzoo
 trainer with 1 worker x 1 thread, 2 workers x 1 thread and 1 worker x 2
 threads. Target (2 x 1) / (1 x 1) >= 1.8. Beside them, without Ray: one plain
 loop at 1 thread, two independent plain loops at once (what two processes of
-1 thread each can do on this machine at best) and the ganzoo loop's DDP over
-gloo in 2 processes, so that the table shows which part costs what.
+1 thread each can do on this machine at best), the ganzoo loop's DDP over
+gloo in 2 processes, and the same with the gradient exchange left out, so that
+the table shows which part costs what. A second table splits the DDP
+iteration into the wait for the other process, the all-reduce transfer and the
+rest, each all-reduce made synchronous and timed.
 
 Placement (``--section placement``): the same plain dcgan loop in this process's
 main thread, in another thread, in a Ray actor (main thread and another
@@ -375,9 +378,12 @@ def allocator(runs: int, scale: float, root: str) -> dict:
                                      "page_faults_per_step": spread(faults[key])} for key in got}}
 
 
-def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepared_dir: str) -> float:
-    """One process of the no-Ray comparisons: ``independent`` (a plain loop alone) or ``ddp`` (the ganzoo
-    loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray)."""
+def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepared_dir: str) -> dict:
+    """One process of the no-Ray comparisons: ``independent`` (a plain loop alone), ``ddp`` (the ganzoo
+    loop's DDP wrapping and iteration over gloo, as a Ray worker runs it, without Ray), ``ddp_local`` (the same
+    with a comm hook that keeps each process's own gradients: DDP's bookkeeping without any exchange or wait) or
+    ``ddp_timed`` (each gradient all-reduce run synchronously and timed in two parts: the wait for the other
+    process, a barrier, and the transfer itself). Returns images/s, and the seconds of waiting and transferring."""
     import torch.distributed as dist
 
     from components.training.allocator import keep_freed_memory
@@ -386,7 +392,7 @@ def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepar
     work, prepared = WORKLOADS["dcgan"], load_prepared(prepared_dir)
     params = params_for(work, "/tmp", world, 1, steps, 0)
     if mode == "independent":
-        return plain_loop(work, prepared, params, steps, threads=1)
+        return {"rate": plain_loop(work, prepared, params, steps, threads=1)}
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     settings = loop_settings(params, work.family, prepared)
@@ -395,19 +401,48 @@ def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepar
     optimizers = family.build_optimizers()
     sampler = ShardSampler(prepared.images, prepared.labels, rank, world, work.batch, 0)
     nets, phases, device = wrap_for_data_parallel(family, torch.device("cpu"), world), family.phases(), torch.device("cpu")
+    spent = {"wait_s": 0.0, "transfer_s": 0.0}
+    hook = {"ddp_timed": _timed_all_reduce, "ddp_local": _local_gradients}.get(mode)
+    for net in nets.values():
+        if hook is not None and isinstance(net, torch.nn.parallel.DistributedDataParallel):
+            net.register_comm_hook(spent, hook)
     warmup = max(5, steps // 10)
     for step in range(warmup + steps):
         if step == warmup:
             images, start = 0, time.perf_counter()
+            spent.update(wait_s=0.0, transfer_s=0.0)
         _, drawn = run_iteration(step, phases, nets, optimizers, sampler, device)
         images = images + drawn if step >= warmup else 0
-    rate = images / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
     dist.destroy_process_group()
-    return rate
+    return {"rate": images / elapsed, "iterations": steps, "elapsed_s": elapsed, **spent}
 
 
-def processes(mode: str, world: int, steps: int, prepared_dir: str) -> float:
-    """Images/s of ``world`` processes of ``mode`` run at once, summed."""
+def _timed_all_reduce(spent: dict, bucket):  # no return annotation: DDP checks it, and a string one fails
+    """A DDP comm hook: the gradient average, synchronously, with the wait and the transfer timed apart."""
+    import torch.distributed as dist
+
+    buffer = bucket.buffer()
+    began = time.perf_counter()
+    dist.barrier()
+    arrived = time.perf_counter()
+    dist.all_reduce(buffer)
+    spent["wait_s"] += arrived - began
+    spent["transfer_s"] += time.perf_counter() - arrived
+    done = torch.futures.Future()
+    done.set_result(buffer.div_(dist.get_world_size()))
+    return done
+
+
+def _local_gradients(spent: dict, bucket):
+    """A DDP comm hook that exchanges nothing: each process keeps the gradients of its own batch."""
+    done = torch.futures.Future()
+    done.set_result(bucket.buffer())
+    return done
+
+
+def processes(mode: str, world: int, steps: int, prepared_dir: str) -> list[dict]:
+    """What each of ``world`` processes of ``mode``, run at once, returned."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -415,13 +450,27 @@ def processes(mode: str, world: int, steps: int, prepared_dir: str) -> float:
     children = [subprocess.Popen([sys.executable, __file__, "--rank-process", mode, str(rank), str(world), str(port),
                                   str(steps), prepared_dir], stdout=subprocess.PIPE, text=True, env=env)
                 for rank in range(world)]
-    rates = []
+    results = []
     for child in children:
         out, _ = child.communicate()
         if child.returncode != 0:
             raise SystemExit(f"a {mode} process failed ({child.returncode})")
-        rates.append(json.loads(out.strip().splitlines()[-1]))
-    return sum(rates)
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def summed_rate(mode: str, world: int, steps: int, prepared_dir: str) -> float:
+    """Images/s of ``world`` processes of ``mode`` run at once, summed."""
+    return sum(result["rate"] for result in processes(mode, world, steps, prepared_dir))
+
+
+def iteration_split(results: list[dict]) -> dict[str, float]:
+    """Milliseconds per iteration, averaged over the processes: waiting, transferring, and the rest."""
+    def per_iteration(key: str) -> float:
+        return 1000 * statistics.mean(r[key] / r["iterations"] for r in results)
+
+    total, wait, transfer = per_iteration("elapsed_s"), per_iteration("wait_s"), per_iteration("transfer_s")
+    return {"iteration_ms": total, "wait_ms": wait, "transfer_ms": transfer, "rest_ms": total - wait - transfer}
 
 
 def scaling(runs: int, scale: float, root: str) -> dict:
@@ -433,10 +482,12 @@ def scaling(runs: int, scale: float, root: str) -> dict:
         "1x1": lambda: ganzoo_trainer(work, prepared, root, 1, 1, steps, seeds()),
         "2x1": lambda: ganzoo_trainer(work, prepared, root, 2, 1, steps, seeds()),
         "1x2": lambda: ganzoo_trainer(work, prepared, root, 1, 2, steps, seeds()),
-        "plain_1": lambda: processes("independent", 1, steps, prepared_dir),
-        "plain_2": lambda: processes("independent", 2, steps, prepared_dir),
-        "ddp_2": lambda: processes("ddp", 2, steps, prepared_dir),
+        "plain_1": lambda: summed_rate("independent", 1, steps, prepared_dir),
+        "plain_2": lambda: summed_rate("independent", 2, steps, prepared_dir),
+        "ddp_2": lambda: summed_rate("ddp", 2, steps, prepared_dir),
+        "ddp_2_local": lambda: summed_rate("ddp_local", 2, steps, prepared_dir),
     }, runs)
+    splits = [iteration_split(processes("ddp_timed", 2, steps, prepared_dir)) for _ in range(runs)]
     base = statistics.median(got["1x1"])
     ratios = {key: statistics.median(values) / base for key, values in got.items()}
     print(f"\nData-parallel scaling, dcgan, batch {work.batch} per worker, {steps} steps, "
@@ -450,8 +501,20 @@ def scaling(runs: int, scale: float, root: str) -> dict:
          show(got["plain_2"], 0), f"{ratios['plain_2']:.2f}"],
         ["without Ray: the ganzoo loop, DDP over gloo, 2 processes x 1 thread", show(got["ddp_2"], 0),
          f"{ratios['ddp_2']:.2f}"],
+        ["without Ray: the same, gradients not exchanged (DDP's bookkeeping, no all-reduce)",
+         show(got["ddp_2_local"], 0), f"{ratios['ddp_2_local']:.2f}"],
+    ]))
+    split = {key: [one[key] for one in splits] for key in splits[0]}
+    print(f"\nThe DDP row's iteration, each all-reduce made synchronous and timed: ms per iteration, median "
+          f"(min-max) of {runs}")
+    print(table(["part", "ms per iteration"], [
+        ["whole iteration", show(split["iteration_ms"], 1)],
+        ["waiting for the other process (a barrier before each all-reduce)", show(split["wait_ms"], 1)],
+        ["all-reduce transfer", show(split["transfer_ms"], 1)],
+        ["the rest: forward, backward, optimizer steps, DDP's bookkeeping", show(split["rest_ms"], 1)],
     ]))
     return {"batch_per_worker": work.batch, "steps": steps, **{key: spread(v) for key, v in got.items()},
+            "ddp_timed_ms_per_iteration": {key: spread(values) for key, values in split.items()},
             "ratio_2x1": ratios["2x1"], "ratio_1x2": ratios["1x2"], "target": 1.8, "met": ratios["2x1"] >= 1.8}
 
 

@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import common  # noqa: E402
 from cost_growth import measure_one  # noqa: E402
 from pipeline_overhead import busy_seconds  # noqa: E402
-from quality_per_minute import parse_variant  # noqa: E402
-from trainer_overhead import in_thread  # noqa: E402
+from quality_per_minute import mark_cell, parse_variant  # noqa: E402
+from trainer_overhead import in_thread, iteration_split  # noqa: E402
 
 
 def test_busy_seconds_counts_overlapping_stages_once():
@@ -51,3 +51,16 @@ def test_cost_growth_measures_an_iteration(family, size):
 
 def test_in_thread_runs_the_measure_off_the_main_thread_and_returns_its_figure():
     assert in_thread(lambda: float(threading.current_thread() is not threading.main_thread())) == 1.0
+
+
+def test_mark_cell_gives_the_median_fid_over_seeds_and_the_median_iterations():
+    assert mark_cell([{"fid": 12.34, "iterations": 100}]) == "12.3 (100 it)"
+    seeds = [{"fid": 9.0, "iterations": 98}, {"fid": 7.0, "iterations": 103}, {"fid": 30.0, "iterations": 100}]
+    assert mark_cell(seeds) == "9.0 (7.0-30.0) (100 it)"
+
+
+def test_iteration_split_averages_milliseconds_per_iteration_over_processes():
+    ranks = [{"iterations": 100, "elapsed_s": 4.0, "wait_s": 0.2, "transfer_s": 0.3},
+             {"iterations": 100, "elapsed_s": 4.0, "wait_s": 0.4, "transfer_s": 0.3}]
+    split = iteration_split(ranks)
+    assert split == pytest.approx({"iteration_ms": 40.0, "wait_ms": 3.0, "transfer_ms": 3.0, "rest_ms": 34.0})
