@@ -12,7 +12,8 @@ generator draws ``evaluation.num_samples`` images (5,000) that the domain extrac
 against as many real ones, as ``ganzoo evaluate`` does. ``--seeds N`` trains each
 configuration N times, from seeds 0..N-1 (initial weights, latents and batch order), and
 the table gives the median (min-max) FID at each mark; the iterations each mark reached
-are the median over the seeds.
+are the median over the seeds. In results.json, a run's ``points`` are the medians over
+its seeds and ``seeds`` holds each seed's own points.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def main() -> None:
             per_seed = [curve(name, changes, prepared, extractor, cfg, version, marks, args.batch, seed)
                         for seed in range(args.seeds)]
             label = ", ".join(f"{k}={v:g}" for k, v in changes.items()) or "defaults"
-            results.append({"family": name, "changes": changes, "points": per_seed[0],
+            results.append({"family": name, "changes": changes, "points": median_points(per_seed),
                             "seeds": [{"seed": seed, "points": points} for seed, points in enumerate(per_seed)]})
             rows.append([name, label, *[mark_cell([points[i] for points in per_seed]) for i in range(len(marks))]])
     print(f"\nFID (domain extractor, {cfg.num_samples} vs {cfg.num_samples}) after minutes of training wall time, "
@@ -112,6 +113,13 @@ def main() -> None:
     print(table(["family", "hyperparameters", *[f"{m / 60:g} min" for m in marks]], rows))
     record(args.section, {"minutes": [m / 60 for m in marks], "batch": args.batch, "seeds": args.seeds,
                           "runs": results})
+
+
+def median_points(per_seed: list[list[dict]]) -> list[dict]:
+    """Each mark's median over the seeds, of every figure it holds (a single seed: its own points)."""
+    marks = zip(*per_seed)
+    return [{key: statistics.median(p[key] for p in points) if points[0][key] is not None else None
+             for key in points[0]} for points in marks]
 
 
 def mark_cell(points: list[dict]) -> str:

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import common  # noqa: E402
 from cost_growth import measure_one  # noqa: E402
 from pipeline_overhead import busy_seconds  # noqa: E402
-from quality_per_minute import mark_cell, parse_variant  # noqa: E402
+from quality_per_minute import mark_cell, median_points, parse_variant  # noqa: E402
 from trainer_overhead import in_thread, iteration_split  # noqa: E402
 
 
@@ -64,3 +64,10 @@ def test_iteration_split_averages_milliseconds_per_iteration_over_processes():
              {"iterations": 100, "elapsed_s": 4.0, "wait_s": 0.4, "transfer_s": 0.3}]
     split = iteration_split(ranks)
     assert split == pytest.approx({"iteration_ms": 40.0, "wait_ms": 3.0, "transfer_ms": 3.0, "rest_ms": 34.0})
+
+
+def test_median_points_take_each_marks_median_over_seeds():
+    per_seed = [[{"minutes": 1.0, "iterations": 10, "fid": 9.0, "classes_covered": None}],
+                [{"minutes": 1.0, "iterations": 14, "fid": 3.0, "classes_covered": None}],
+                [{"minutes": 1.0, "iterations": 12, "fid": 5.0, "classes_covered": None}]]
+    assert median_points(per_seed) == [{"minutes": 1.0, "iterations": 12, "fid": 5.0, "classes_covered": None}]
