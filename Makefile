@@ -52,12 +52,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py --section placement --repeats 3
 	$(BIN)/python benchmarks/trainer_overhead.py --section openmp --repeats 5 --scale 0.5
 	$(BIN)/python benchmarks/trainer_overhead.py --section allocator --repeats 5
+	$(BIN)/python benchmarks/trainer_overhead.py --section allreduce --repeats 5
 	$(BIN)/python benchmarks/pipeline_overhead.py --repeats 3
 	$(BIN)/python benchmarks/cost_growth.py --repeats 3
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/quality_per_minute.py --variant wgan_gp:n_critic=2
 	$(BIN)/python benchmarks/quality_per_minute.py --families "" --section quality_per_minute_tuning --variant dcgan:lr=4e-4 --variant dcgan:batch=32 --variant wgan_gp:n_critic=2,lr=2e-4 --variant wgan_gp:n_critic=2,lr=4e-4 --variant wgan_gp:n_critic=2,batch=32 --variant cgan:lr=5e-4 --variant cgan:lr=1e-3 --variant cgan:batch=32 --variant cgan:batch=128
 	$(BIN)/python benchmarks/quality_per_minute.py --families "" --variant dcgan:ema_decay=0.999 --variant wgan_gp:n_critic=2,ema_decay=0.999 --variant cgan:ema_decay=0.999 --section quality_per_minute_ema
+	$(BIN)/python benchmarks/quality_per_minute.py --families "" --section quality_per_minute_shipped --seeds 3 --variant dcgan:lr=4e-4 --variant wgan_gp:n_critic=2,lr=4e-4 --variant cgan:lr=1e-3
+	$(BIN)/python benchmarks/quality_per_minute.py --families "" --section quality_per_minute_above --seeds 3 --variant dcgan:lr=8e-4 --variant wgan_gp:n_critic=2,lr=8e-4 --variant cgan:lr=2e-3
 
 clean:
 	rm -rf $(VENV) runs data/prepared

@@ -29,7 +29,13 @@ thread and as a Ray Train worker's training function with glibc's malloc
 defaults and with ``keep_freed_memory`` (which the ganzoo worker calls), with
 the minor page faults per step each incurs.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|openmp|allocator|both]
+All-reduce (``--section allreduce``): what one gloo all-reduce costs between two
+otherwise idle 1-thread processes on this machine, for one number and for
+dcgan's D and G gradients, in fp32 and bf16: whether the scaling section's
+exchange is bound by bytes (which compressing gradients would cut) or by the
+round trips themselves.
+
+    .venv/bin/python benchmarks/trainer_overhead.py [--section overhead|scaling|placement|openmp|allocator|allreduce|both]
         [--repeats 5]
         [--families dcgan,wgan_gp,cyclegan,stargan_v2] [--scale 1.0]
 
@@ -389,6 +395,10 @@ def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepar
     from components.training.allocator import keep_freed_memory
 
     keep_freed_memory()  # as a ganzoo worker does: a fresh process's main arena, too, refaults each step's memory
+    if mode == "allreduce":  # no data: the processes only exchange
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        return all_reduce_latencies(steps)
     work, prepared = WORKLOADS["dcgan"], load_prepared(prepared_dir)
     params = params_for(work, "/tmp", world, 1, steps, 0)
     if mode == "independent":
@@ -416,6 +426,38 @@ def process_rank(mode: str, rank: int, world: int, port: int, steps: int, prepar
     elapsed = time.perf_counter() - start
     dist.destroy_process_group()
     return {"rate": images / elapsed, "iterations": steps, "elapsed_s": elapsed, **spent}
+
+
+ALL_REDUCE_SIZES = {"one number": 1, "dcgan D's gradients": 36_577, "dcgan G's gradients": 347_073}
+
+
+def all_reduce_latencies(calls: int) -> dict[str, float]:
+    """Milliseconds per gloo all-reduce, by tensor size and dtype, each the mean of ``calls`` after 20 untimed."""
+    import torch.distributed as dist
+
+    got = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for label, numel in ALL_REDUCE_SIZES.items():
+            tensor = torch.ones(numel, dtype=dtype)
+            for _ in range(20):
+                dist.all_reduce(tensor)
+            dist.barrier()
+            began = time.perf_counter()
+            for _ in range(calls):
+                dist.all_reduce(tensor)
+            got[f"{label}, {str(dtype).removeprefix('torch.')}"] = 1000 * (time.perf_counter() - began) / calls
+    dist.destroy_process_group()
+    return got
+
+
+def allreduce(runs: int) -> dict:
+    measured = [processes("allreduce", 2, 200, "")[0] for _ in range(runs)]
+    per_case = {case: [one[case] for one in measured] for case in measured[0]}
+    print(f"\nOne gloo all-reduce between 2 idle 1-thread processes, ms, mean of 200 calls; median (min-max) "
+          f"of {runs} pairs of processes")
+    print(table(["tensor", "elements", "ms per all-reduce"],
+                [[case, ALL_REDUCE_SIZES[case.rsplit(",", 1)[0]], show(values, 2)] for case, values in per_case.items()]))
+    return {"calls": 200, "ms_per_all_reduce": {case: spread(values) for case, values in per_case.items()}}
 
 
 def _timed_all_reduce(spent: dict, bucket):  # no return annotation: DDP checks it, and a string one fails
@@ -520,7 +562,7 @@ def scaling(runs: int, scale: float, root: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "openmp", "allocator", "both"), default="both",
+    parser.add_argument("--section", choices=("overhead", "scaling", "placement", "openmp", "allocator", "allreduce", "both"), default="both",
                         help="both: overhead and scaling; placement: the plain loop in and out of Ray")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--families", default=",".join(WORKLOADS))
@@ -551,6 +593,8 @@ def main() -> None:
             record("openmp_pools", {"repeats": args.repeats, **openmp(args.repeats, args.scale, root)})
         if args.section == "allocator":
             record("allocator", {"repeats": args.repeats, **allocator(args.repeats, args.scale, root)})
+        if args.section == "allreduce":
+            record("all_reduce", {"repeats": args.repeats, **allreduce(args.repeats)})
 
 
 if __name__ == "__main__":
