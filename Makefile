@@ -41,7 +41,8 @@ test-all: test test-slow test-zoo chaos
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" tests
 
-# The performance figures of docs/performance.md (not part of make test; about 80 minutes on 2 cores):
+# The performance figures of docs/performance.md (not part of make test; on 2 cores about 80 minutes, plus
+# 40 for each of the two three-seed quality runs):
 # each script prints its table and merges its section into benchmarks/results.json.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py

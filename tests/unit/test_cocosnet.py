@@ -309,8 +309,10 @@ def test_export_takes_layout_and_exemplar_in_one_tensor_and_traces_with_any_batc
     with torch.no_grad():
         expected = family.nets["G"](example[:, :5], example[:, 5:])
         torch.testing.assert_close(exported(example), expected)
+        # the export folds each spectral norm into its weight (W / sigma once), which rounds differently from
+        # dividing at every forward: about 1e-5 apart, more or less depending on the CPU's kernels
         torch.testing.assert_close(exported(exported.inputs(condition.label_maps, condition.exemplars)),
-                                   family.generate(4, condition))
+                                   family.generate(4, condition), rtol=1e-4, atol=1e-4)
     assert not any(hasattr(m, "weight_orig") for m in exported.modules())  # spectral norms folded in
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no attribute assigned while tracing
