@@ -54,6 +54,9 @@ PositiveFloat = Annotated[float, _checked(lambda v: _is_finite(v) and v > 0, "a 
 NonNegativeFloat = Annotated[
     float, _checked(lambda v: _is_finite(v) and v >= 0, "a non-negative number")
 ]
+OptionalPositiveFloat = Annotated[
+    float | None, _checked(lambda v: v is None or (_is_finite(v) and v > 0), "a positive number or null")
+]
 Flag = Annotated[bool, _checked(lambda v: isinstance(v, bool), "true or false")]
 Text = Annotated[str, _checked(lambda v: isinstance(v, str) and v != "", "a non-empty string")]
 OptionalText = Annotated[
@@ -99,6 +102,8 @@ class TrainConfig(_Section):
     report_every: PositiveInt = 10
     sample_every: PositiveInt = 200
     seed: AnyInt = 0
+    # training wall time: stop at whichever of steps or seconds comes first (a fixed CPU allowance); null: steps
+    max_seconds: OptionalPositiveFloat = None
     storage_path: Text = "runs"
     storage_endpoint_url: OptionalText = None
     max_failures: NonNegativeInt = 2
@@ -170,6 +175,8 @@ class Params(_Section):
         data = self.data.model_dump(include={"source", "image_size"})
         if self.data.attributes is not None:  # only when set: the hashes of runs without it stay as they were
             data["attributes"] = self.data.attributes
+        if self.train.max_seconds is not None:  # only when set, like attributes: step-bounded runs keep their hashes
+            train["max_seconds"] = self.train.max_seconds
         if self.train.precision != "fp32":  # other numerics, another model; fp32 runs keep their hashes (and
             train["precision"] = self.train.precision  # channels_last and compile change speed, not the model)
         blob = json.dumps({"family": family, "config": cfg, "train": train, "data": data},

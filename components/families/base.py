@@ -65,13 +65,16 @@ class ImageBatch:
     domains: Tensor | None = None  # int64, N: each image's domain (unpaired: 0 = A, 1 = B)
     attributes: Tensor | None = None  # float32 0/1, N x A: each image's attributes
     attribute_mask: Tensor | None = None  # float32 0/1, N x A: 1 where the image's dataset defines the attribute
+    # bool, N: rows of the fixed labelled subset, the only rows whose label a semi-supervised family may use
+    # (the sampler withholds the others' labels); None: no subset was given, so such a family uses no label
+    labelled: Tensor | None = None
 
     def to(self, device: torch.device) -> "ImageBatch":
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
         return ImageBatch(move(self.images), move(self.labels), move(self.inputs), move(self.label_maps),
-                          move(self.domains), move(self.attributes), move(self.attribute_mask))
+                          move(self.domains), move(self.attributes), move(self.attribute_mask), move(self.labelled))
 
     def __len__(self) -> int:
         return self.images.size(0)
@@ -250,8 +253,18 @@ class Family(ABC):
     def generate(self, n: int, condition: Any = None) -> Tensor:
         """n images in [-1, 1] for evaluation, given conditions where the task has them."""
 
+    def set_progress(self, fraction: float) -> None:
+        """Told before every iteration how far the run is (0 to 1, by steps or by ``train.max_seconds``,
+        whichever is further; the same on every rank). A schedule over the run's length (progressive growing)
+        follows it; most families ignore it."""
+
     def task_metrics(self, real: RealSplit) -> dict[str, float]:
         """Metrics only this family's method has (a probe of its encoder, its classifier's accuracy); none here."""
+        return {}
+
+    def sample_variants(self, n: int) -> dict[str, Tensor]:
+        """Named alternative ways to sample (n images in [-1, 1] each, no conditions), scored by the evaluator
+        like the ordinary samples and reported as ``<name>/<metric>`` (StyleGAN's truncation); none here."""
         return {}
 
     def sample_conditions(self, n: int) -> Any:

@@ -32,6 +32,7 @@ class TrainingState:
     step: int = 0
     rng: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     scaler: dict[str, float | int] = dataclasses.field(default_factory=dict)  # fp16's GradScaler; empty otherwise
+    elapsed_s: float = 0.0  # training wall time so far, over every resume: what train.max_seconds counts
 
 
 def save_checkpoint(
@@ -52,12 +53,15 @@ def save_checkpoint(
     }
     if state.scaler:  # only fp16 runs have one: other checkpoints stay byte-for-byte what they were
         payload["scaler"] = state.scaler
+    if state.elapsed_s:
+        payload["elapsed_s"] = float(state.elapsed_s)
     torch.save(payload, directory / STATE_FILE)
     meta = {
         "family": family.name,
         "config": _jsonable(dataclasses.asdict(family.config)),
         "spec": dataclasses.asdict(family.spec),
         "step": state.step,
+        **({"elapsed_s": round(state.elapsed_s, 3)} if state.elapsed_s else {}),
         **(extra or {}),
     }
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -202,8 +206,10 @@ def restore_into(
             raise CheckpointError(f"{directory}: optimizer {name!r} does not fit this {family.name} "
                                   f"({_first_line(exc)})") from None
     scaler = payload.get("scaler")
+    elapsed = payload.get("elapsed_s", 0.0)
     return TrainingState(step=int(payload["step"]), rng=payload.get("rng", {}),
-                         scaler=scaler if isinstance(scaler, dict) else {})
+                         scaler=scaler if isinstance(scaler, dict) else {},
+                         elapsed_s=float(elapsed) if isinstance(elapsed, (int, float)) else 0.0)
 
 
 def load_family(directory: str | Path, family: str | None = None) -> tuple[Family, dict[str, Any]]:

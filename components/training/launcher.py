@@ -110,7 +110,7 @@ def loop_settings(params: Params, family: str, prepared: PreparedDataset) -> Loo
         family=family, overrides=dataclasses.asdict(resolved), spec=spec, steps=t.steps,
         batch_size=t.batch_size, threads=t.cpus_per_worker, seed=t.seed, checkpoint_every=t.checkpoint_every,
         report_every=t.report_every, sample_every=t.sample_every, precision=t.precision,
-        channels_last=t.channels_last, compile=t.compile,
+        channels_last=t.channels_last, compile=t.compile, max_seconds=t.max_seconds,
         meta={"data_hash": prepared.data_hash(), "data_source": prepared.manifest.get("source"),
               "params_hash": params.params_hash(family), "seed": t.seed, "train": t.model_dump(
                   exclude={"storage_endpoint_url", "ray_address"})},

@@ -40,6 +40,19 @@ class LoopSettings:
     precision: str = "fp32"  # fp32 | bf16 | fp16, see Precision
     channels_last: bool = False
     compile: bool = False
+    max_seconds: float | None = None  # training wall time: stop at whichever of steps or seconds comes first
+
+    def run_is_over(self, step: int, elapsed_s: float) -> bool:
+        """True once ``steps`` are done or, with a time budget, ``max_seconds`` of training have passed."""
+        return step >= self.steps or (self.max_seconds is not None and elapsed_s >= self.max_seconds)
+
+    def fraction_done(self, step: int, elapsed_s: float) -> float:
+        """How far the run is, 0 to 1: the larger of the steps' and the seconds' share, so a schedule that
+        follows it (progressive growing) ends on time whichever budget stops the run."""
+        done = step / self.steps
+        if self.max_seconds is not None:
+            done = max(done, elapsed_s / self.max_seconds)
+        return min(1.0, done)
 
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -183,13 +196,17 @@ def first_non_finite(logs: dict[str, float]) -> str | None:
     return next((f"{k}={v}" for k, v in logs.items() if not math.isfinite(v)), None)
 
 
-def agree_diverged(local_bad: bool, world: int) -> bool:
-    """True on every rank if any rank saw a non-finite loss, so all ranks stop at the same step."""
+def agree_step(local_bad: bool, elapsed_s: float, world: int) -> tuple[bool, float]:
+    """(any rank diverged, the largest elapsed time of any rank), the same on every rank.
+
+    One all-reduce per step serves both: every rank then stops at the same step, for a
+    non-finite loss or for the time budget, and follows one schedule of ``fraction_done``.
+    """
     if world == 1:
-        return local_bad
-    flag = torch.tensor([1.0 if local_bad else 0.0])
-    dist.all_reduce(flag)
-    return bool(flag.item() > 0)
+        return local_bad, elapsed_s
+    flags = torch.tensor([1.0 if local_bad else 0.0, elapsed_s], dtype=torch.float64)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return bool(flags[0].item() > 0), float(flags[1].item())
 
 
 def rng_state(sampler: ShardSampler) -> dict[str, torch.Tensor]:

@@ -19,8 +19,8 @@ from components.families import Family, build_family
 from components.training.allocator import keep_freed_memory
 from components.training.checkpoint import HISTORY_FILE, TrainingState, read_history, restore_into, save_checkpoint
 from components.training.launcher import quiet_worker_logs
-from components.training.loop import (LoopSettings, Precision, agree_diverged, first_non_finite, restore_rng,
-                                      rng_state, run_iteration, wrap_for_data_parallel)
+from components.training.loop import (LoopSettings, Precision, agree_step, first_non_finite, restore_rng, rng_state,
+                                      run_iteration, wrap_for_data_parallel)
 from components.training.sampler import ShardSampler
 from components.training.sampling import translation_grid
 
@@ -52,29 +52,36 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     phases = family.phases()
     progress = _Progress(rank, config.get("progress"), state.step, history)
 
-    for step in range(state.step, settings.steps):
+    started = time.perf_counter()
+    resumed_elapsed = state.elapsed_s
+    while not settings.run_is_over(state.step, state.elapsed_s):
+        step = state.step
+        family.set_progress(settings.fraction_done(step, state.elapsed_s))
         logs, consumed = run_iteration(step, phases, nets, optimizers, sampler, device, precision,
                                        settings.channels_last)
         progress.count(consumed * world)
         bad = first_non_finite(logs)
-        if agree_diverged(bad is not None, world):
+        diverged, elapsed = agree_step(bad is not None, resumed_elapsed + time.perf_counter() - started, world)
+        if diverged:
             reason = f"diverged at step {step + 1}: non-finite loss {bad or 'on another worker'}"
             ray.train.report(progress.send({"status": "diverged", "reason": reason, "step": step + 1, **_finite(logs)}))
             return
         done = step + 1
-        state.step = done
+        state.step, state.elapsed_s = done, elapsed
+        over = settings.run_is_over(done, elapsed)
         if done % settings.sample_every == 0 and rank == 0 and config.get("samples_dir"):
             images, per_row = _grid(family, sampler)
             save_image_grid(images, Path(config["samples_dir"]) / f"step_{done:07d}.png", per_row)
-        if done % settings.checkpoint_every == 0 or done == settings.steps:
-            metrics = progress.metrics(done, logs)
+        if done % settings.checkpoint_every == 0 or over:
+            metrics = progress.metrics(done, logs, elapsed)
             state.scaler = precision.state_dict()
             _report_checkpoint(family, optimizers, sampler, state, settings, metrics, progress.history, rank, world)
         elif done % settings.report_every == 0:
-            progress.metrics(done, logs)  # to the driver's queue and the history only: ray.train.report is a
-            # barrier across workers through the controller, and costs more than the steps between reports
-    if state.step >= settings.steps and progress.start == settings.steps:
-        ray.train.report(progress.send({"status": "finished", "step": state.step, "start_step": state.step}))
+            progress.metrics(done, logs, elapsed)  # to the driver's queue and the history only: ray.train.report
+            # is a barrier across workers through the controller, and costs more than the steps between reports
+    if progress.start == state.step:  # resumed a run that had already ended: nothing new was reported
+        ray.train.report(progress.send({"status": "finished", "step": state.step, "start_step": state.step,
+                                        "elapsed_s": state.elapsed_s}))
 
 
 def _resume(family: Family, optimizers: dict, sampler: ShardSampler, rank: int, world: int,
@@ -148,12 +155,13 @@ class _Progress:
     def count(self, images: int) -> None:
         self.images += images
 
-    def metrics(self, step: int, logs: dict[str, float]) -> dict[str, Any]:
-        elapsed = time.perf_counter() - self.since
-        rate = self.images / elapsed if elapsed > 0 else 0.0
+    def metrics(self, step: int, logs: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+        interval = time.perf_counter() - self.since
+        rate = self.images / interval if interval > 0 else 0.0
         self.images, self.since = 0, time.perf_counter()
-        self.history.append({"step": step, "images_per_s": rate, **logs})
-        return self.send({"status": "running", "step": step, "start_step": self.start, "images_per_s": rate, **logs})
+        self.history.append({"step": step, "images_per_s": rate, "elapsed_s": elapsed_s, **logs})
+        return self.send({"status": "running", "step": step, "start_step": self.start, "images_per_s": rate,
+                          "elapsed_s": elapsed_s, **logs})
 
     def send(self, metrics: dict[str, Any]) -> dict[str, Any]:
         if self.queue is not None:

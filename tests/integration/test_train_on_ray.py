@@ -67,3 +67,34 @@ def test_non_finite_loss_stops_the_run_with_a_reason(ray_cluster, mnist_prepared
     assert outcome.status == "diverged"
     assert outcome.reason.startswith("diverged at step 1: non-finite loss d_loss=")
     assert not list(Path(outcome.run_path).glob("checkpoint_*"))
+
+
+def test_a_time_budget_stops_the_run_and_writes_its_final_checkpoint(ray_cluster, mnist_prepared, make_params):
+    # far more steps than 3 seconds allow: the seconds end the run, on both workers at the same step
+    params = make_params("train.steps=100000", "train.max_seconds=3", "train.checkpoint_every=100000")
+    outcome = train_family(params, "dcgan", mnist_prepared, show_progress=False)
+    assert outcome.ok, outcome.reason
+    assert 0 < outcome.step < 100000
+    meta = read_checkpoint_meta(outcome.checkpoint)
+    assert meta["step"] == outcome.step and 3.0 <= meta["elapsed_s"] < 60.0
+    assert Path(outcome.checkpoint).name == f"checkpoint_{outcome.step:07d}"
+    no_budget = make_params("train.steps=100000", "train.checkpoint_every=100000")
+    assert no_budget.params_hash("dcgan") != params.params_hash("dcgan")
+    again = train_family(params, "dcgan", mnist_prepared, show_progress=False)  # its budget is spent
+    assert again.ok and again.run_name == outcome.run_name
+    assert again.step == outcome.step and again.checkpoint == outcome.checkpoint
+
+
+def test_a_resumed_time_budget_counts_the_seconds_trained_before(ray_cluster, mnist_prepared, make_params):
+    first = train_family(make_params("train.steps=100000", "train.max_seconds=2", "train.checkpoint_every=100000"),
+                         "dcgan", mnist_prepared, run_name="timed", show_progress=False)
+    assert first.ok, first.reason
+    longer = make_params("train.steps=100000", "train.max_seconds=4", "train.checkpoint_every=100000")
+    again = train_family(longer, "dcgan", mnist_prepared, run_name="timed", show_progress=False)
+    assert again.ok, again.reason
+    assert again.metrics["start_step"] == first.step < again.step
+    before = read_checkpoint_meta(first.checkpoint)["elapsed_s"]
+    assert 4.0 <= read_checkpoint_meta(again.checkpoint)["elapsed_s"] < 4.0 + 30.0
+    after_restart = [row for row in read_history(again.checkpoint) if row["step"] > first.step]
+    assert after_restart and after_restart[-1]["step"] == again.step
+    assert all(row["elapsed_s"] >= before for row in after_restart)  # the clock went on from the seconds spent

@@ -42,6 +42,8 @@ def test_the_shipped_params_file_is_valid():
     ({"train": {"precision": 16}}, "params.yaml: train.precision: expected one of 'fp32', 'bf16', 'fp16', got 16"),
     ({"train": {"channels_last": "yes"}}, "params.yaml: train.channels_last: expected true or false, got 'yes'"),
     ({"train": {"compile": 1}}, "params.yaml: train.compile: expected true or false, got 1"),
+    ({"train": {"max_seconds": 0}}, "params.yaml: train.max_seconds: expected a positive number or null, got 0"),
+    ({"train": {"max_seconds": "5m"}}, "params.yaml: train.max_seconds: expected a positive number or null, got '5m'"),
 ])
 def test_wrong_types_and_ranges_name_the_key_path(raw, expected):
     assert _error(raw).startswith(expected)
@@ -87,7 +89,7 @@ def test_set_overrides_are_parsed_as_yaml_and_validated_the_same_way():
 def test_exponent_floats_without_a_dot_are_numbers_in_the_file_and_in_set(tmp_path):
     # YAML 1.1 (PyYAML's default) would read 2e-4 as the string '2e-4', and the override would be refused
     params_file = tmp_path / "params.yaml"
-    text, count = re.subn(r"^  dcgan: \{.*$", "  dcgan: {lr: 3e-5}", REPO_PARAMS.read_text(), flags=re.M)
+    text, count = re.subn(r"^overrides: .*$", "overrides:\n  dcgan: {lr: 3e-5}", REPO_PARAMS.read_text(), flags=re.M)
     assert count == 1
     params_file.write_text(text)
     assert load_params(params_file).family_config("dcgan").lr == pytest.approx(3e-5)

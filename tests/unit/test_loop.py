@@ -67,3 +67,36 @@ def test_shard_sampler_splits_data_and_resumes_identically():
     assert [resumed.next_batch().labels.tolist() for _ in range(4)] == expected
     # float images in [-1, 1], converted once
     assert first.images.min() == -1.0 and first.images.dtype == torch.float32
+
+
+def _settings(steps, max_seconds=None):
+    from components.families import DataSpec
+    from components.training.loop import LoopSettings
+
+    return LoopSettings(family="dcgan", overrides={}, spec=DataSpec(1, 28), steps=steps, batch_size=4, threads=1,
+                        seed=0, checkpoint_every=10, report_every=1, sample_every=10, max_seconds=max_seconds)
+
+
+def test_a_run_ends_at_whichever_of_steps_or_seconds_comes_first():
+    by_steps = _settings(100)
+    assert not by_steps.run_is_over(99, elapsed_s=1e9)  # no time budget: seconds never end it
+    assert by_steps.run_is_over(100, elapsed_s=0.0)
+    timed = _settings(100, max_seconds=30.0)
+    assert not timed.run_is_over(50, elapsed_s=29.9)
+    assert timed.run_is_over(50, elapsed_s=30.0)
+    assert timed.run_is_over(100, elapsed_s=1.0)
+
+
+def test_fraction_done_follows_the_budget_that_is_further_along():
+    assert _settings(200).fraction_done(50, elapsed_s=1e9) == 0.25
+    timed = _settings(1000, max_seconds=40.0)
+    assert timed.fraction_done(100, elapsed_s=10.0) == 0.25  # seconds: 10 / 40, steps only 0.1
+    assert timed.fraction_done(900, elapsed_s=10.0) == 0.9  # steps further along
+    assert timed.fraction_done(10, elapsed_s=80.0) == 1.0  # capped
+
+
+def test_agree_step_alone_returns_its_own_flag_and_clock():
+    from components.training.loop import agree_step
+
+    assert agree_step(False, 12.5, world=1) == (False, 12.5)
+    assert agree_step(True, 0.0, world=1) == (True, 0.0)
