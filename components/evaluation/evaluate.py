@@ -26,7 +26,7 @@ from components.data.prepared import PreparedDataset
 from components.errors import DataError, GanzooError
 from components.evaluation import metrics
 from components.evaluation.extractors import FeatureExtractor, build_extractor, held_out_split
-from components.families import RealSplit, TaskKind, get_family
+from components.families import Family, RealSplit, TaskKind, get_family
 from components.training.allocator import keep_freed_memory
 from components.training.checkpoint import load_family, read_checkpoint_meta, resolve_checkpoint_dir
 from components.training.sampling import sample_from_family
@@ -220,10 +220,35 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, prepared: PreparedDataset, d
         return report
     images, labels = sample_from_family(family, cfg.num_samples, cfg.seed, cfg.batch_size)
     report = evaluate_images(images, labels, prepared, extractor, cfg, data_version)
+    report.metrics.update(_variant_metrics(family, prepared, extractor, cfg, data_version))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         report.metrics.update(family.task_metrics(real_split(prepared, extractor, cfg)))
     return report
+
+
+def _variant_metrics(family: Family, prepared: PreparedDataset, extractor: FeatureExtractor,
+                     cfg: EvaluationConfig, data_version: str) -> dict[str, float]:
+    """The family's ``sample_variants`` scored with the ordinary samples' feature and class metrics, keyed
+    ``<variant>/<metric>``; drawn in batches under cfg.seed, so a report is reproducible."""
+    family.nets.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(cfg.seed)
+        for start in range(0, cfg.num_samples, cfg.batch_size):
+            for name, images in family.sample_variants(min(cfg.batch_size, cfg.num_samples - start)).items():
+                parts.setdefault(name, []).append(images.float().clamp(-1, 1).cpu())
+            if not parts:  # a family without variants: nothing to draw in the later batches either
+                return {}
+    real = _real_side(prepared, extractor, cfg, data_version)
+    scores: dict[str, float] = {}
+    for name, chunks in parts.items():
+        images = torch.cat(chunks).numpy()
+        _check_fakes(images, None, prepared, cfg.nearest_k)
+        features, probs = extractor.extract(images, cfg.batch_size)
+        variant = {**_feature_metrics(real.features, features, cfg), **_class_metrics(probs, None, extractor)}
+        scores.update({f"{name}/{metric}": value for metric, value in variant.items()})
+    return scores
 
 
 def real_split(prepared: PreparedDataset, extractor: FeatureExtractor, cfg: EvaluationConfig,

@@ -15,7 +15,11 @@ buffer, decay 0.995, updated from each G step's batch and averaged over
 data-parallel ranks) for the truncation trick w' = w_avg + psi (w - w_avg).
 ``truncation_psi`` (default 1.0: no truncation) is what evaluation samples with;
 ``generate_truncated`` takes any psi and ``mix_styles`` generates coarse styles
-from one latent and fine ones from another.
+from one latent and fine ones from another. ``sample_variants`` gives the
+evaluator two more sample sets to score beside the ordinary ones: truncated at
+``variant_psi`` ("psi_0.7": precision should rise and recall fall, as in the
+paper) and style-mixed ("style_mixed": every sample mixed at a crossover drawn
+as in training; it should pass the same bars as the ordinary samples).
 
 Loss: the paper's FFHQ setup, the non-saturating logistic loss with the R1
 penalty (gamma / 2) E[||grad D(x)||^2] on reals, gamma = 10, applied every step
@@ -65,6 +69,7 @@ class StyleGANConfig:
     r1_gamma: float = 10.0
     w_avg_beta: float = 0.995  # decay of the tracked average w
     truncation_psi: float = 1.0  # psi used by evaluation's samples and the export; 1 is no truncation
+    variant_psi: float = 0.7  # psi of the truncated variant evaluation also scores; the paper's figures use 0.7
     lr: float = 1e-3
     beta1: float = 0.0
     beta2: float = 0.99
@@ -105,17 +110,19 @@ class StyleGAN(Family):
         """Style layers of the synthesis network (two per resolution)."""
         return unwrap(self.nets["G"]).num_layers
 
-    def mixing_inputs(self, n: int, device: torch.device) -> dict[str, Tensor]:
+    def mixing_inputs(self, n: int, device: torch.device, probability: float | None = None) -> dict[str, Tensor]:
         """Second latents and per-sample crossovers for style-mixing regularisation.
 
         A mixed sample takes layers [0, k) from its first latent and [k, L) from
-        the second, k uniform in 1..L-1; an unmixed one has k = L.
+        the second, k uniform in 1..L-1; an unmixed one has k = L. Each sample is
+        mixed with ``probability`` (default: the config's ``style_mixing_prob``).
         """
-        if self.config.style_mixing_prob == 0.0:
+        probability = self.config.style_mixing_prob if probability is None else probability
+        if probability == 0.0:
             return {}
         layers = self.num_layers
         crossover = torch.randint(1, layers, (n,), device=device)
-        mixed = torch.rand(n, device=device) < self.config.style_mixing_prob
+        mixed = torch.rand(n, device=device) < probability
         return {"mix_latents": self.latent(n, self.config.z_dim, device),
                 "crossover": torch.where(mixed, crossover, torch.full_like(crossover, layers))}
 
@@ -162,6 +169,16 @@ class StyleGAN(Family):
         """n images in [-1, 1] with w truncated towards w_avg by psi (0: all w_avg, 1: untruncated)."""
         z = self.latent(n, self.config.z_dim)
         return self.nets["G"](z, truncation_psi=truncation_psi, noise=noise).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def sample_variants(self, n: int) -> dict[str, Tensor]:
+        """Truncated samples (``variant_psi``) and style-mixed ones (every sample mixed, the crossover drawn as
+        in training, truncated like the ordinary samples), for the evaluator to score."""
+        z = self.latent(n, self.config.z_dim)
+        truncated = self.nets["G"](z, truncation_psi=self.config.variant_psi)
+        mixed = self.nets["G"](z, **self.mixing_inputs(n, z.device, probability=1.0),
+                               truncation_psi=self.config.truncation_psi)
+        return {f"psi_{self.config.variant_psi:g}": truncated.clamp(-1.0, 1.0), "style_mixed": mixed.clamp(-1.0, 1.0)}
 
     @torch.no_grad()
     def mix_styles(self, z_a: Tensor, z_b: Tensor, crossover: int, truncation_psi: float | None = None,

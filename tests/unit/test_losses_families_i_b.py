@@ -110,7 +110,7 @@ def real_batch(value, n=4, labels=None):
     return ImageBatch(torch.full((n, 1, 8, 8), value), labels)
 
 
-def test_began_losses_report_m_global_and_step_k():
+def test_began_losses_report_convergence_m_and_step_k():
     family = build_family("began", SPEC)
     d = ZeroReconstruction(0.5)
     nets = {"G": ConstantGenerator(0.1), "D": d}
@@ -118,7 +118,7 @@ def test_began_losses_report_m_global_and_step_k():
     # L(x) = 0.4, L(G(z)) = 0.1: L_D = 0.4 - 0.5 * 0.1 = 0.35
     assert loss.item() == pytest.approx(0.35, rel=1e-5)
     assert logs["k_t"] == pytest.approx(0.5)  # the k_t the loss used
-    assert logs["m_global"] == pytest.approx(0.4 + abs(0.5 * 0.4 - 0.1), rel=1e-5)  # 0.5
+    assert logs["convergence_m"] == pytest.approx(0.4 + abs(0.5 * 0.4 - 0.1), rel=1e-5)  # 0.5
     assert d.k_t.item() == pytest.approx(0.5 + 0.001 * (0.5 * 0.4 - 0.1), rel=1e-5)  # 0.5001 for the next step
     g_loss, _ = family.generator_loss(real_batch(0.4), nets)
     assert g_loss.item() == pytest.approx(0.1, rel=1e-5)  # L_G = L(G(z))

@@ -174,14 +174,46 @@ def test_truncation_psi_one_is_untruncated_and_psi_interpolates_w():
 
 
 def test_evaluation_samples_use_the_configured_psi():
-    family = tiny_stylegan(truncation_psi=0.0)
-    with torch.no_grad():
-        for module in family.nets["G"].modules():
-            if isinstance(module, NoiseInjection):
-                module.weight.zero_()  # random noise then changes nothing: only w decides the image
+    family = silence_noise(tiny_stylegan(truncation_psi=0.0))
     images = family.generate(3)
     assert images.shape == (3, 1, 28, 28)
     assert torch.allclose(images, images[:1].expand_as(images), atol=1e-6)
+
+
+def silence_noise(family):
+    """Zero every noise strength, so random noise changes nothing and only w decides an image."""
+    with torch.no_grad():
+        for module in family.nets["G"].modules():
+            if isinstance(module, NoiseInjection):
+                module.weight.zero_()
+    return family
+
+
+def test_truncated_variant_at_psi_zero_is_the_average_w_image():
+    family = silence_noise(tiny_stylegan(variant_psi=0.0))
+    generator = family.nets["G"]
+    images = family.sample_variants(5)["psi_0"]
+    with torch.no_grad():
+        from_average = generator.synthesis(generator.w_avg.expand(1, generator.num_layers, -1), noise="none")
+    assert torch.allclose(images, from_average.clamp(-1, 1).expand_as(images), atol=1e-6)
+
+
+def test_truncated_variant_at_psi_one_is_ordinary_sampling():
+    family = tiny_stylegan(variant_psi=1.0)  # random noise kept: it must be drawn as generate draws it
+    torch.manual_seed(7)
+    variant = family.sample_variants(4)["psi_1"]
+    torch.manual_seed(7)
+    assert torch.equal(variant, family.generate(4))
+
+
+def test_sample_variants_are_the_paper_psi_and_style_mixing():
+    family = tiny_stylegan()
+    torch.manual_seed(2)
+    variants = family.sample_variants(3)
+    assert set(variants) == {"psi_0.7", "style_mixed"}
+    assert all(images.shape == (3, 1, 28, 28) and images.abs().max() <= 1 for images in variants.values())
+    torch.manual_seed(2)
+    assert torch.equal(variants["psi_0.7"], family.generate_truncated(3, 0.7))
 
 
 # --- style mixing --------------------------------------------------------------------------------
@@ -218,6 +250,30 @@ def test_training_mixes_styles_with_probability_point_nine():
     assert mixed == pytest.approx(0.9, abs=0.01)
     assert set(crossover[crossover < layers].tolist()) == set(range(1, layers))
     assert tiny_stylegan(style_mixing_prob=0.0).mixing_inputs(4, torch.device("cpu")) == {}
+
+
+def test_style_mixed_variant_feeds_w1_to_the_coarse_layers_and_w2_from_the_crossover_on():
+    family = tiny_stylegan()
+    generator, layers = family.nets["G"], family.num_layers
+    calls = []  # ("w", mapping output) and ("ws", per-layer styles into the synthesis), in call order
+    hooks = [generator.mapping.register_forward_hook(lambda module, args, out: calls.append(("w", out))),
+             generator.synthesis.register_forward_pre_hook(lambda module, args: calls.append(("ws", args[0])))]
+    torch.manual_seed(0)
+    family.sample_variants(300)
+    for hook in hooks:
+        hook.remove()
+    # the mixed synthesis is the one fed by two mappings: w1 of the first latents, then w2 of the second
+    mixed = [i for i, (kind, _) in enumerate(calls) if kind == "ws" and [k for k, _ in calls[i - 2:i]] == ["w", "w"]]
+    assert len(mixed) == 1
+    (_, w1), (_, w2), (_, ws) = calls[mixed[0] - 2:mixed[0] + 1]
+    crossovers = set()
+    for row in range(300):
+        k = int((ws[row] == w1[row]).all(dim=1).long().cumprod(0).sum())  # leading layers styled by w1
+        assert 1 <= k < layers  # every sample is mixed
+        assert torch.equal(ws[row, :k], w1[row].expand(k, -1))
+        assert torch.equal(ws[row, k:], w2[row].expand(layers - k, -1))
+        crossovers.add(k)
+    assert crossovers == set(range(1, layers))  # crossovers drawn as in training: uniform in 1..L-1
 
 
 # --- w_avg ---------------------------------------------------------------------------------------
