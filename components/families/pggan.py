@@ -18,16 +18,27 @@ stage an exact 2x nearest upsampling in G and 2x2 average pooling of the real
 images, which is how the paper relates its stages; resampling 32 -> 28 would
 add an interpolation that D sees in every fake and no real image has.
 
-Schedule: the stage and alpha are a function of G's step counter (an int64
-buffer, advanced after every G update, so checkpoints, resumes and every
-data-parallel rank agree on them). Stage s starts at step s * stage_steps;
-stages after the first fade in over fade_steps steps and train stable for the
-rest. The paper uses 800k images for each fade-in and each stabilisation; the
-defaults (100 steps per stage, 50 of fading) keep its 1:1 ratio and reach the
-full 28 px by step 250 of a 600-step CPU run. Real images are box-downsampled
-to the current resolution and, during fade-in, blended between the two
-resolutions with the same alpha. Generated images are always nearest-upsampled
-to the data size, so evaluation sees the data's shape at every stage.
+Schedule: the stage and alpha are a function of the fraction of the run done,
+which the trainer passes to ``set_progress`` before every iteration (the larger
+of step / steps and elapsed / train.max_seconds, the same on every rank), so
+PGGAN reaches its full resolution whichever budget stops the run. The fraction
+is a float buffer of G: checkpoints, resumes, ``generate`` and the export after
+loading a checkpoint agree on the stage and alpha. A freshly built family is
+at 0 (the first stage); a finished run is at 1 (the final stage, alpha 1).
+Stage s starts at s * stage_fraction; stages after the first fade in over
+fade_fraction and train stable until the next stage starts; the last stage
+trains until the end. The paper uses 800k images for each fade-in and each
+stabilisation; the defaults (0.2 of the run per stage, 0.1 of fading) keep its
+1:1 ratio, and with the 3 stages of 28 px data fade 14 px in over 0.2-0.3 and
+28 px over 0.4-0.5 of the run, which leaves its second half to the full
+resolution. More stages finish growing later (32 px at 0.7, 64 px at 0.9 of
+the run); a schedule whose last fade-in would not end before the run does is
+refused when the family is built, as the defaults are for 128 px and larger
+(6 stages or more), which need a smaller stage_fraction and fade_fraction.
+Real images are box-downsampled to the current resolution and, during
+fade-in, blended between the two resolutions with the same alpha. Generated
+images are always nearest-upsampled to the data size, so evaluation sees the
+data's shape at every stage.
 
 Sizes: widths min(max_width, width_base / 2^stage) mirror the paper's fmap_base
 / fmap_max rule, scaled from 512 channels to 64 for CPUs (28 px: 64, 64, 32
@@ -39,12 +50,14 @@ trainer's).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from components import losses
+from components.errors import ConfigError
 from components.families import register
 from components.families.base import (ExportedGenerator, Family, ImageBatch, LossResult, Networks, Phase, TaskKind,
                                       unwrap)
@@ -58,8 +71,8 @@ class PGGANConfig:
     width_base: int = 128  # channels per stage: min(max_width, width_base / 2^stage); paper: 8192 / 2^log2(res)
     max_width: int = 64  # paper: 512
     mbstd_group: int = 4  # samples per minibatch-stddev group, as in the paper's code
-    stage_steps: int = 100  # iterations per resolution stage (fade-in included); the last stage runs on
-    fade_steps: int = 50  # iterations over which alpha rises 0 -> 1 at the start of each new stage
+    stage_fraction: float = 0.2  # share of the run per resolution stage (fade-in included); the last runs on
+    fade_fraction: float = 0.1  # share of the run over which alpha rises 0 -> 1 at the start of each new stage
     gp_weight: float = 10.0  # lambda
     drift_weight: float = 0.001  # epsilon
     n_critic: int = 1
@@ -68,12 +81,28 @@ class PGGANConfig:
     beta2: float = 0.99
 
     def __post_init__(self) -> None:
-        if self.stage_steps < 1:
-            raise ValueError(f"stage_steps must be at least 1, got {self.stage_steps}")
-        if self.fade_steps > self.stage_steps:
-            raise ValueError(f"fade_steps ({self.fade_steps}) must not exceed stage_steps ({self.stage_steps})")
+        if not 0.0 < self.stage_fraction < 1.0:
+            raise ValueError(f"stage_fraction is a share of the run and must be in (0, 1), got {self.stage_fraction}")
+        if not 0.0 <= self.fade_fraction <= self.stage_fraction:
+            raise ValueError(f"fade_fraction must be in [0, stage_fraction] (a fade-in fits in its stage), got "
+                             f"{self.fade_fraction} with stage_fraction {self.stage_fraction}")
         if self.n_critic < 1:
             raise ValueError(f"n_critic must be at least 1, got {self.n_critic}")
+
+
+def growth_schedule(resolutions: list[int], stage_fraction: float, fade_fraction: float) -> GrowthSchedule:
+    """The schedule over ``resolutions``, refused when its last fade-in would not end before the run does
+    (the score would then be of a blend, never of the full-resolution network alone)."""
+    schedule = GrowthSchedule(len(resolutions), stage_fraction, fade_fraction)
+    if schedule.grown_at >= 1.0:
+        stages = len(resolutions)
+        suggested = math.floor(1000 / (2 * stages - 1)) / 1000  # grown by about half the run, fade = stage / 2
+        raise ConfigError(
+            f"pggan grows {stages} stages ({' -> '.join(map(str, resolutions))} px): with stage_fraction "
+            f"{stage_fraction} and fade_fraction {fade_fraction} the {resolutions[-1]} px stage would be fully "
+            f"faded in at {schedule.grown_at:.3g} of the run, not before it ends; (stages - 1) x stage_fraction "
+            f"+ fade_fraction must be below 1, e.g. stage_fraction {suggested} and fade_fraction {suggested / 2}")
+    return schedule
 
 
 @register
@@ -83,13 +112,13 @@ class PGGAN(Family):
     paper = ("Karras et al., Progressive Growing of GANs for Improved Quality, Stability, and Variation, "
              "ICLR 2018 (arXiv:1710.10196)")
     Config = PGGANConfig
-    tiny = {"z_dim": 4, "width_base": 8, "max_width": 4, "stage_steps": 2, "fade_steps": 1}
+    tiny = {"z_dim": 4, "width_base": 8, "max_width": 4}  # the schedule is a share of the run: no size to shrink
 
     def build_networks(self) -> dict[str, nn.Module]:
         c, s, cfg = self.spec.channels, self.spec.image_size, self.config
         self.resolutions = stage_resolutions(s)
         widths = stage_widths(len(self.resolutions), cfg.width_base, cfg.max_width)
-        schedule = GrowthSchedule(len(self.resolutions), cfg.stage_steps, cfg.fade_steps)
+        schedule = growth_schedule(self.resolutions, cfg.stage_fraction, cfg.fade_fraction)
         return {"G": ProgressiveGenerator(cfg.z_dim, c, s, widths, schedule),
                 "D": ProgressiveDiscriminator(c, s, widths, cfg.mbstd_group)}
 
@@ -98,16 +127,15 @@ class PGGAN(Family):
 
     def phases(self) -> list[Phase]:
         return [Phase("D", ("D",), self.critic_loss, repeats=self.config.n_critic),
-                Phase("G", ("G",), self.generator_loss, uses_data=False, after_step=self.advance_growth)]
+                Phase("G", ("G",), self.generator_loss, uses_data=False)]
+
+    def set_progress(self, fraction: float) -> None:
+        """Store how far the run is in G, where the stage and alpha are read from (and checkpointed)."""
+        unwrap(self.nets["G"]).set_progress(fraction)
 
     def growth(self, nets: Networks | None = None) -> tuple[int, float]:
-        """(stage, alpha) of the generator's step counter."""
+        """(stage, alpha) at the fraction of the run stored in the generator."""
         return unwrap((nets or self.nets)["G"]).growth()
-
-    @staticmethod
-    def advance_growth(nets: Networks) -> None:
-        """One more G update: the counter that the stage and alpha are derived from."""
-        unwrap(nets["G"]).step.add_(1)
 
     def critic_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         stage, alpha = self.growth(nets)

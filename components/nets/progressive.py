@@ -10,8 +10,8 @@
   standard deviation within a group of samples, appended as one extra feature
   map near the end of D (section 3, with the group size of the paper's code).
 * Progressive growing: resolutions ``base * 2**k`` up to the data size, a growth
-  schedule mapping a step counter to (stage, fade-in alpha), and the G and D
-  whose top layers are faded in with alpha (section 2, figure 2).
+  schedule mapping the fraction of the run done to (stage, fade-in alpha),
+  and the G and D whose top layers are faded in with alpha (section 2, figure 2).
 
 Data sizes that are not a power of two use the base of ``spatial_plan``: 28 px
 grows 7 -> 14 -> 28, 32 px grows 4 -> 8 -> 16 -> 32. Every stage is then an
@@ -180,27 +180,48 @@ def reals_at_stage(images: Tensor, resolutions: list[int], stage: int, alpha: fl
 
 @dataclass(frozen=True)
 class GrowthSchedule:
-    """Steps to (stage, alpha): each stage lasts ``stage_steps``; every stage after the first fades in.
+    """Fraction of the run to (stage, alpha): stage s starts at ``s * stage_fraction``.
 
-    Stage s >= 1 starts at step s * stage_steps with alpha rising linearly from
-    0 to 1 over ``fade_steps`` steps, then trains stable for the rest of its
-    stage (the paper's alternating fade-in and stabilisation phases of 800k
-    images each); the last stage runs until training ends.
+    Every stage after the first fades in, alpha rising linearly from 0 to 1 over
+    ``fade_fraction`` of the run, then trains stable until the next stage starts
+    (the paper's alternating fade-in and stabilisation phases); the last stage
+    runs until training ends. Fractions, not steps, so a run stopped by a time
+    budget still reaches the full resolution.
     """
 
     stages: int
-    stage_steps: int
-    fade_steps: int
+    stage_fraction: float
+    fade_fraction: float
 
-    def at(self, step: int) -> tuple[int, float]:
-        stage = min(step // self.stage_steps, self.stages - 1)
-        if stage == 0 or self.fade_steps == 0:
+    def __post_init__(self) -> None:
+        if self.stages < 1:
+            raise ValueError(f"a growth schedule needs at least 1 stage, got {self.stages}")
+        if not 0.0 < self.stage_fraction < 1.0:
+            raise ValueError(f"stage_fraction must be in (0, 1), got {self.stage_fraction}")
+        if not 0.0 <= self.fade_fraction <= self.stage_fraction:
+            raise ValueError(f"fade_fraction must be in [0, stage_fraction = {self.stage_fraction}], "
+                             f"got {self.fade_fraction}")
+
+    @property
+    def grown_at(self) -> float:
+        """The fraction of the run at which the last stage is fully faded in (0 with a single stage)."""
+        if self.stages == 1:
+            return 0.0
+        return (self.stages - 1) * self.stage_fraction + self.fade_fraction
+
+    def at(self, fraction: float) -> tuple[int, float]:
+        # rounded to 1e-6: a boundary that is exact in decimal (0.4 = 2 x 0.2) but off by an ulp in binary
+        # floats, or in the float32 buffer that holds the fraction, still starts its stage with alpha exactly
+        # 0 and ends its fade with alpha exactly 1 (G and D only skip the blend at alpha 1)
+        stage = min(int(round(fraction / self.stage_fraction, 6)), self.stages - 1)
+        if stage == 0 or self.fade_fraction == 0.0:
             return stage, 1.0
-        return stage, min(1.0, (step - stage * self.stage_steps) / self.fade_steps)
+        alpha = round((fraction - stage * self.stage_fraction) / self.fade_fraction, 6)
+        return stage, min(1.0, max(0.0, alpha))
 
 
 class ProgressiveGenerator(nn.Module):
-    """z -> image, grown stage by stage; the step counter buffer decides the stage and alpha.
+    """z -> image, grown stage by stage; the run-progress buffer decides the stage and alpha.
 
     Architecture of the paper's table 2, with its widths scaled: pixel-normalised
     z, a dense projection to base x base (a base x base transposed convolution),
@@ -225,12 +246,18 @@ class ProgressiveGenerator(nn.Module):
             nn.ModuleList([EqualizedConv2d(w_in, w_out, 3), EqualizedConv2d(w_out, w_out, 3)])
             for w_in, w_out in zip(widths, widths[1:]))
         self.to_rgb = nn.ModuleList(EqualizedConv2d(w, channels, 1, gain=1.0) for w in widths)
-        # iterations trained so far; a buffer so checkpoints keep the resolution and alpha
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # the fraction of the run done, 0 to 1: a buffer so checkpoints, resumes and generation after loading
+        # agree on the resolution and alpha
+        self.register_buffer("progress", torch.zeros((), dtype=torch.float32))
+
+    def set_progress(self, fraction: float) -> None:
+        if not 0.0 <= fraction <= 1.0:  # also refuses NaN
+            raise ValueError(f"the fraction of the run done must be in [0, 1], got {fraction}")
+        self.progress.fill_(fraction)
 
     def growth(self) -> tuple[int, float]:
-        """(stage, alpha) at the current step."""
-        return self.schedule.at(int(self.step.item()))
+        """(stage, alpha) at the current fraction of the run."""
+        return self.schedule.at(float(self.progress.item()))
 
     @property
     def resolution(self) -> int:
@@ -244,7 +271,7 @@ class ProgressiveGenerator(nn.Module):
         """Images at the stage's resolution (raw, what D trains on) when ``training_resolution``;
         otherwise nearest-upsampled to the data size and clipped to [-1, 1] (what evaluation sees).
 
-        The stage and alpha are the step counter's unless given (an export fixes them as constants).
+        The stage and alpha follow the progress buffer unless given (an export fixes them as constants).
         """
         if stage is None or alpha is None:
             stage, alpha = self.growth()
@@ -288,7 +315,7 @@ class ProgressiveDiscriminator(nn.Module):
     1x1 fromRGB with leaky ReLU, a block per stage down to the base, then the
     minibatch-stddev feature map, a 3x3 conv, a dense layer over the base x base
     map (a base x base conv) and a linear output. The stage and alpha come from
-    the caller (the generator's counter), so one counter drives both networks.
+    the caller (the generator's progress), so one schedule drives both networks.
     With ``grow=False`` it is the fixed-resolution discriminator of StyleGAN:
     only the full-resolution fromRGB exists.
     """
@@ -338,7 +365,7 @@ class ProgressiveDiscriminator(nn.Module):
 class FixedStageGenerator(nn.Module):
     """One tensor in, one out: the generator frozen at one (stage, alpha), images at the data size.
 
-    Python constants instead of the counter buffer let ``torch.export`` trace
+    Python constants instead of the progress buffer let ``torch.export`` trace
     one graph (it cannot branch on a tensor's value).
     """
 
