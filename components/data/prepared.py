@@ -101,6 +101,32 @@ def _data_hash(files: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+def labelled_subset(labels: np.ndarray, per_class: int, seed: int, candidates: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices into ``labels`` of a stratified labelled subset: ``per_class`` rows of every class present
+    among ``candidates`` (default: all rows), drawn with ``seed``.
+
+    Each class draws from its own generator over its candidate rows in ascending order, so the choice depends
+    only on which rows are candidates and on their labels. Hence, for sorted candidates ``s``,
+    ``s[labelled_subset(labels[s], n, seed)]`` equals ``labelled_subset(labels, n, seed, s)``: training can
+    choose among the evaluator's train rows of the whole dataset, and the evaluator, which holds exactly those
+    rows in ascending order, picks the very same images from its split. Each class's draw is a prefix of one
+    permutation, so a larger ``per_class`` keeps a smaller one's rows.
+    """
+    if per_class < 1 or seed < 0:
+        raise DataError(f"labelled subset: per_class must be >= 1 and seed >= 0, got {per_class} and {seed}")
+    labels = np.asarray(labels)
+    rows = np.arange(len(labels)) if candidates is None else np.unique(candidates)
+    chosen = []
+    for label in np.unique(labels[rows]):
+        class_rows = rows[labels[rows] == label]
+        if len(class_rows) < per_class:
+            raise DataError(f"labelled subset: class {int(label)} has {len(class_rows)} candidate rows; "
+                            f"{per_class} per class were asked for")
+        order = np.random.default_rng([seed, int(label)]).permutation(len(class_rows))
+        chosen.append(class_rows[order[:per_class]])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
 def prepare_dataset(
     spec: str, out_dir: str | Path, image_size: int | None = None, s3_endpoint_url: str | None = None,
     attributes: list[str] | None = None,

@@ -25,7 +25,7 @@ from components.data.images import save_image_grid, to_unit_range
 from components.data.prepared import PreparedDataset
 from components.errors import DataError, GanzooError
 from components.evaluation import metrics
-from components.evaluation.extractors import FeatureExtractor, build_extractor, held_out_split
+from components.evaluation.extractors import FeatureExtractor, build_extractor, real_split_rows
 from components.families import Family, RealSplit, TaskKind, get_family
 from components.training.allocator import keep_freed_memory
 from components.training.checkpoint import load_family, read_checkpoint_meta, resolve_checkpoint_dir
@@ -254,8 +254,7 @@ def _variant_metrics(family: Family, prepared: PreparedDataset, extractor: Featu
 def real_split(prepared: PreparedDataset, extractor: FeatureExtractor, cfg: EvaluationConfig,
                max_train: int = 10_000, max_test: int = 2_000) -> RealSplit:
     """The extractor's own 90/10 split (its held-out images are unseen by it too), capped for large datasets."""
-    train, test = held_out_split(len(prepared.images), cfg.seed)
-    train, test = train[:max_train], test[:max_test]
+    train, test = real_split_rows(len(prepared.images), cfg.seed, max_train, max_test)
 
     def images(index: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(to_unit_range(prepared.images[np.sort(index)]))

@@ -157,6 +157,14 @@ def held_out_split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[held_out:], order[:held_out]
 
 
+def real_split_rows(count: int, seed: int, max_train: int = 10_000,
+                    max_test: int = 2_000) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted row indices of the evaluator's train and held-out images, capped for large datasets: what
+    ``real_split`` hands a family's task metrics, and what a semi-supervised family's labels come from."""
+    train, test = held_out_split(count, seed)
+    return np.sort(train[:max_train]), np.sort(test[:max_test])
+
+
 def _batch(prepared: PreparedDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(to_unit_range(prepared.images[index])), torch.from_numpy(prepared.labels[index])
 

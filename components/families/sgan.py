@@ -1,29 +1,23 @@
 """Semi-supervised GAN (Odena, 2016; the K+1 form of Salimans et al., 2016): D is a K+1-way classifier.
 
 D has K + 1 outputs: the K data classes and "fake". It minimises the supervised
-cross-entropy on the few labelled real images plus the unsupervised terms
+cross-entropy on the labelled real images plus the unsupervised terms
 -E[log(1 - p(fake | x))] on real images and -E[log p(fake | G(z))] on generated
 ones; G minimises -E[log(1 - p(fake | G(z)))]. Architecture and optimiser are
 DCGAN's, as in Odena's paper (D's last layer has K + 1 outputs instead of 1).
 
-Which real images count as labelled. Only ``labeled_per_class`` labels per
-class may be used, but a family sees batches, never the dataset, and under
-data parallelism each worker sees a different shard in a different order. Any
-rule that remembers "the first labelled images seen" therefore picks a
-different set on every worker and for every worker count. Instead an image is
-labelled iff a fixed hash of its content (its 8-bit pixels, the form the data
-is stored in) falls below ``labeled_per_class / images_per_class``; the hash is
-a random linear map modulo a prime whose weights come from ``label_seed``. The
-rule depends only on the image and the seed: the same images are labelled in
-any batch, on any worker, for any sharding, after any resume. The price is
-that the count per class is ``labeled_per_class`` in expectation, not exactly:
-the exact count needs the whole dataset, which the trainer never hands a
-family. ``images_per_class`` (500 for the embedded mnist5k) sets the rate.
-The unsupervised real term uses the whole real batch: it is E over p_data in
-both papers, labelled images included. Unlike the papers, which draw a separate
-minibatch from the labelled set each step, the supervised term here averages
-over the labelled images that happen to be in the batch (about 1 in 50 at the
-defaults, none in many batches): noisier, but the same on every worker.
+Which labels D may use. A fixed subset of the training rows, ``labelled_per_class``
+of every class, chosen by ``components.data.prepared.labelled_subset`` with
+``label_seed`` among the evaluator's train rows (never its held-out ones, so the
+held-out accuracy is honest). The subset is a pure function of the versioned
+prepared labels, the evaluation split and this config: the launcher computes it
+once and hands the same rows to every worker, whose sampler records it in every
+checkpoint, and ``task_metrics`` picks the very same images from the evaluator's
+train split for the supervised baseline. As in both papers, every step has
+labelled images: the sampler fills ``labelled_share`` of each batch with subset
+rows (flagged in ``batch.labelled``) and withholds every other row's label. The
+supervised term averages over the flagged rows only; the unsupervised real term
+is E over p_data, so it uses the whole real batch, labelled rows included.
 """
 
 from __future__ import annotations
@@ -35,12 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components import losses
+from components.data.prepared import labelled_subset
 from components.errors import ConfigError
 from components.families import register
 from components.families.base import DataSpec, Family, ImageBatch, LossResult, Networks, Phase, RealSplit, TaskKind
 from components.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-
-HASH_PRIME = 2_147_483_647  # 2^31 - 1: (pixel + 1) * weight summed over 2^21 pixels stays below 2^63
 
 
 @dataclass
@@ -48,29 +41,19 @@ class SGANConfig:
     z_dim: int = 100
     g_width: int = 32
     d_width: int = 32
-    labeled_per_class: int = 10  # labels D may learn from, per class (expected count; see module docstring)
-    images_per_class: int = 500  # images per class in the data: mnist5k has 5,000 over 10 classes
-    label_seed: int = 0  # chooses which images are the labelled ones
+    labelled_per_class: int = 10  # training images per class whose labels D may learn from
+    labelled_share: float = 0.25  # of every batch (each worker's): rows from the labelled subset
+    label_seed: int = 0  # chooses the labelled subset
     lr: float = 2e-4
     beta1: float = 0.5
     baseline_steps: int = 300  # evaluation: full-batch steps of the supervised baseline on the labelled images
 
     def __post_init__(self) -> None:
-        if not 0 < self.labeled_per_class <= self.images_per_class:
-            raise ValueError(f"labeled_per_class must be in 1..images_per_class ({self.images_per_class}), "
-                             f"got {self.labeled_per_class}")
-
-
-def pixel_hash(images: Tensor, weights: Tensor) -> Tensor:
-    """One value in [0, 1) per image from its 8-bit pixels; weights are int64 in [1, HASH_PRIME)."""
-    pixels = ((images.flatten(1) + 1) * 127.5).round().clamp_(0, 255).long()
-    # + 1 so that a black image does not hash to 0 whatever the seed
-    return ((pixels + 1) * weights).sum(dim=1).remainder(HASH_PRIME).double() / HASH_PRIME
-
-
-def hash_weights(pixels: int, seed: int, device: torch.device) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)  # on CPU, so every device draws the same weights
-    return torch.randint(1, HASH_PRIME, (pixels,), generator=generator, dtype=torch.int64).to(device)
+        if self.labelled_per_class < 1 or self.label_seed < 0:
+            raise ValueError(f"labelled_per_class must be >= 1 and label_seed >= 0, got {self.labelled_per_class} "
+                             f"and {self.label_seed}")
+        if not 0 < self.labelled_share < 1:
+            raise ValueError(f"labelled_share must be between 0 and 1 (exclusive), got {self.labelled_share}")
 
 
 @register
@@ -98,26 +81,10 @@ class SGAN(Family):
     def phases(self) -> list[Phase]:
         return [Phase("D", ("D",), self.discriminator_loss), Phase("G", ("G",), self.generator_loss, uses_data=False)]
 
-    def is_labelled(self, images: Tensor) -> Tensor:
-        """Bool per image: whether its label may be used (a function of the image and label_seed only)."""
-        weights = hash_weights(images[0].numel(), self.config.label_seed, images.device)
-        return pixel_hash(images, weights) < self.config.labeled_per_class / self.config.images_per_class
-
     def discriminator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         with torch.no_grad():
             fake = nets["G"](self.latent(len(batch), self.config.z_dim, batch.images.device))
-        real_logits, fake_logits = nets["D"](batch.images), nets["D"](fake)
-        unsupervised = losses.k_plus_one_real_loss(real_logits) + losses.k_plus_one_fake_loss(fake_logits)
-        logs = {"d_unsup": unsupervised.item()}
-        loss = unsupervised
-        if batch.labels is not None:  # unlabelled data (the contract test's batches): the GAN game alone
-            labelled = self.is_labelled(batch.images)
-            supervised = losses.k_plus_one_supervised_loss(real_logits[labelled], batch.labels[labelled])
-            loss = loss + supervised
-            predicted = real_logits[:, :-1].argmax(dim=1)
-            logs |= {"d_sup": supervised.item(), "labelled": float(labelled.sum().item()),
-                     "d_accuracy": (predicted == batch.labels).float().mean().item()}
-        return loss, {"d_loss": loss.item(), **logs}
+        return semi_supervised_d_loss(nets["D"](batch.images), nets["D"](fake), batch.labels, batch.labelled)
 
     def generator_loss(self, batch: ImageBatch, nets: Networks) -> LossResult:
         fake_logits = nets["D"](nets["G"](self.latent(len(batch), self.config.z_dim, batch.images.device)))
@@ -136,12 +103,14 @@ class SGAN(Family):
         self.nets.eval()
         with torch.no_grad():
             accuracy = class_accuracy(self.nets["D"](real.test_images)[:, :-1], real.test_labels)
-        labelled = self.is_labelled(real.train_images)
-        baseline = self.supervised_baseline(real.train_images[labelled], real.train_labels[labelled])
+        # the evaluator's train split holds the rows training chose among, in ascending order: the same pick
+        pick = torch.from_numpy(labelled_subset(real.train_labels.cpu().numpy(), self.config.labelled_per_class,
+                                                self.config.label_seed))
+        baseline = self.supervised_baseline(real.train_images[pick], real.train_labels[pick])
         with torch.no_grad():
             baseline_accuracy = class_accuracy(baseline(real.test_images), real.test_labels)
         return {"classifier_accuracy": accuracy, "supervised_baseline_accuracy": baseline_accuracy,
-                "labelled_images": float(labelled.sum().item())}
+                "labelled_images": float(len(pick))}
 
     def supervised_baseline(self, images: Tensor, labels: Tensor) -> nn.Module:
         """D's architecture with K outputs, trained by cross-entropy on ``images`` only (full batch)."""
@@ -159,3 +128,21 @@ class SGAN(Family):
 
 def class_accuracy(logits: Tensor, labels: Tensor) -> float:
     return (logits.flatten(1).argmax(dim=1) == labels).float().mean().item()
+
+
+def semi_supervised_d_loss(real_logits: Tensor, fake_logits: Tensor, labels: Tensor | None,
+                           labelled: Tensor | None) -> LossResult:
+    """D's loss from its K+1 logits: the unsupervised real/fake terms over all rows, plus the supervised
+    cross-entropy over the rows flagged ``labelled`` alone (no supervision without labels or flags)."""
+    unsupervised = losses.k_plus_one_real_loss(real_logits) + losses.k_plus_one_fake_loss(fake_logits)
+    logs = {"d_unsup": unsupervised.item()}
+    loss = unsupervised
+    if labels is not None and labelled is not None:
+        # indexing by the flags keeps every other row's label out of the loss, whatever it holds
+        known_logits, known_labels = real_logits[labelled], labels[labelled]
+        supervised = losses.k_plus_one_supervised_loss(known_logits, known_labels)
+        loss = loss + supervised
+        logs |= {"d_sup": supervised.item(), "labelled": float(known_labels.numel())}
+        if known_labels.numel():
+            logs["d_accuracy"] = class_accuracy(known_logits[:, :-1], known_labels)
+    return loss, {"d_loss": loss.item(), **logs}

@@ -129,6 +129,20 @@ def training_arrays(prepared: PreparedDataset) -> dict[str, Any]:
             "attributes": part(prepared.attributes), "attribute_mask": part(prepared.attribute_mask)}
 
 
+def labelled_rows(params: Params, family: str, prepared: PreparedDataset) -> Any:
+    """A semi-supervised family's fixed labelled subset (its config names labelled_per_class), chosen among the
+    evaluator's train rows (those real_split hands task_metrics), so no held-out label is trained on."""
+    config = params.family_config(family)
+    if getattr(config, "labelled_per_class", None) is None or prepared.labels is None:
+        return None
+    from components.data.prepared import labelled_subset
+    from components.evaluation.extractors import real_split_rows
+
+    train_rows, _ = real_split_rows(len(prepared.images), params.evaluation.seed)
+    candidates = train_rows[train_rows < prepared.train_count]  # only rows the workers receive
+    return labelled_subset(prepared.labels, config.labelled_per_class, config.label_seed, candidates)
+
+
 def train_family(params: Params, family: str, prepared: PreparedDataset, run_name: str | None = None,
                  show_progress: bool = True) -> TrainingOutcome:
     """Train ``family`` on ``prepared`` data with Ray Train; resume the run of the same name if it exists."""
@@ -156,7 +170,7 @@ def train_family(params: Params, family: str, prepared: PreparedDataset, run_nam
         train_loop_per_worker,
         train_loop_config={
             "settings": settings,
-            "data_ref": ray.put(training_arrays(prepared)),
+            "data_ref": ray.put({**training_arrays(prepared), "labelled": labelled_rows(params, family, prepared)}),
             "samples_dir": str(local_run / "samples") if local_run else None,
             "progress": progress,
             "fallback_checkpoint": latest_complete_checkpoint(storage_path, filesystem, run_name),

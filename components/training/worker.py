@@ -43,7 +43,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     arrays = ray.get(config["data_ref"])
     sampler = ShardSampler(arrays["images"], arrays["labels"], rank, world, settings.batch_size, settings.seed,
                            arrays["inputs"], arrays["label_maps"], arrays.get("domains"), arrays.get("attributes"),
-                           arrays.get("attribute_mask"))
+                           arrays.get("attribute_mask"), arrays.get("labelled"),
+                           getattr(family.config, "labelled_share", 0.0))
     torch.manual_seed(settings.seed * 7919 + rank + 1)  # distinct latents per rank
     state, history = _resume(family, optimizers, sampler, rank, world, config.get("fallback_checkpoint"))
     precision = Precision(settings.precision, device)

@@ -91,58 +91,18 @@ def stored_images(n, seed=0):
     return pixels.float() / 127.5 - 1
 
 
-def test_sgan_labelled_subset_is_the_same_for_any_sharding_and_order():
-    family = build_family("sgan", SPEC, {"labeled_per_class": 10, "images_per_class": 40})
-    images = stored_images(400)
-    everything = family.is_labelled(images)
-    for world in (1, 2, 3):
-        for rank in range(world):
-            index = torch.arange(rank, 400, world)
-            shuffled = index[torch.randperm(index.numel(), generator=torch.Generator().manual_seed(rank))]
-            for batch in shuffled.split(7):  # batch composition must not matter
-                assert torch.equal(family.is_labelled(images[batch]), everything[batch])
-    # a new instance (another worker, a resumed run) picks the same images; another seed picks others
-    assert torch.equal(build_family("sgan", SPEC, {"labeled_per_class": 10, "images_per_class": 40})
-                       .is_labelled(images), everything)
-    other = build_family("sgan", SPEC, {"labeled_per_class": 10, "images_per_class": 40, "label_seed": 1})
-    assert not torch.equal(other.is_labelled(images), everything)
-
-
-def test_sgan_labels_about_labeled_per_class_of_every_images_per_class():
-    family = build_family("sgan", SPEC)  # 10 of 500: a 2% rate
-    rate = family.is_labelled(stored_images(20_000)).double().mean().item()
-    assert rate == pytest.approx(0.02, abs=0.004)
-
-
-def test_sgan_supervised_term_uses_only_labelled_images():
-    family = build_family("sgan", SPEC, {"labeled_per_class": 1, "images_per_class": 2})
-    images = stored_images(16)
-    labelled = family.is_labelled(images)
-    assert 0 < labelled.sum() < 16
-    nets = {"G": ZeroGenerator(), "D": ConstantLogits([LN2, 0.0, 0.0, 0.0])}
-    labels = torch.zeros(16, dtype=torch.long)
-    loss, logs = family.discriminator_loss(ImageBatch(images, labels), nets)
-    # every image: p = (2, 1, 1, 1) / 5. Supervised, label 0: -log 2/5. Real: -log(1 - 1/5). Fake: -log 1/5.
-    assert logs["d_sup"] == pytest.approx(math.log(2.5), rel=1e-6)
-    assert loss.item() == pytest.approx(math.log(2.5) + math.log(1.25) + math.log(5.0), rel=1e-6)
-    assert logs["labelled"] == labelled.sum().item()
-    relabelled = labels.clone()
-    relabelled[~labelled] = 2  # the hidden labels must not reach the loss
-    assert family.discriminator_loss(ImageBatch(images, relabelled), nets)[1]["d_sup"] == logs["d_sup"]
-    relabelled[labelled] = 1  # the visible ones must: -log 1/5
-    assert family.discriminator_loss(ImageBatch(images, relabelled), nets)[1]["d_sup"] == pytest.approx(
-        math.log(5.0), rel=1e-6)
-
-
-def test_sgan_reports_accuracy_on_all_real_labels_and_skips_supervision_without_labels():
+def test_sgan_reports_accuracy_on_flagged_rows_and_skips_supervision_without_flags():
+    # which labels count and the loss's hand values: tests/unit/test_sgan.py
     family = build_family("sgan", SPEC)
     nets = {"G": ZeroGenerator(), "D": ConstantLogits([LN2, 0.0, 0.0, 0.0])}  # always predicts class 0
     images = stored_images(4)
-    _, logs = family.discriminator_loss(ImageBatch(images, torch.tensor([0, 1, 0, 2])), nets)
-    assert logs["d_accuracy"] == pytest.approx(0.5)
-    loss, logs = family.discriminator_loss(ImageBatch(images, None), nets)
-    assert "d_sup" not in logs and "d_accuracy" not in logs
-    assert loss.item() == pytest.approx(math.log(1.25) + math.log(5.0), rel=1e-6)
+    flags = torch.tensor([True, True, False, True])
+    _, logs = family.discriminator_loss(ImageBatch(images, torch.tensor([0, 1, 0, 2]), labelled=flags), nets)
+    assert logs["d_accuracy"] == pytest.approx(1 / 3) and logs["labelled"] == 3.0
+    for batch in (ImageBatch(images, None), ImageBatch(images, torch.tensor([0, 1, 0, 2]))):
+        loss, logs = family.discriminator_loss(batch, nets)
+        assert "d_sup" not in logs and "d_accuracy" not in logs
+        assert loss.item() == pytest.approx(math.log(1.25) + math.log(5.0), rel=1e-6)
     g_loss, _ = family.generator_loss(ImageBatch(images, None), nets)
     assert g_loss.item() == pytest.approx(math.log(1.25), rel=1e-6)
 
