@@ -17,6 +17,8 @@ def describe(metrics: dict[str, Any]) -> str:
     parts = [f"{k}={metrics[k]:.3f}" for k in SHOWN if k in metrics]
     if "images_per_s" in metrics:
         parts.append(f"{metrics['images_per_s']:.0f} img/s")
+    if "elapsed_s" in metrics:  # under train.max_seconds the seconds, not the steps, may end the run
+        parts.append(f"{metrics['elapsed_s']:.0f} s")
     return " ".join(parts)
 
 

@@ -67,3 +67,9 @@ def test_a_lost_queue_falls_back_to_the_safety_wake():
     result, last = fit_with_progress(reporting_fit(queue, [7]), queue, 10, "dcgan", show=False, safety_wake_s=0.05)
     assert (result, last["step"]) == ("result", 7)
     assert queue.timeouts >= 1
+
+
+def test_the_bar_shows_the_seconds_trained_beside_the_losses():
+    from components.training.progress import describe
+
+    assert describe({"d_loss": 0.5, "images_per_s": 700.4, "elapsed_s": 42.3}) == "d_loss=0.500 700 img/s 42 s"
