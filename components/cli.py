@@ -59,6 +59,8 @@ def train(
                                                "default: the families in params.yaml."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (train.workers)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training iterations (train.steps)."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Stop after this much training wall "
+                                                "time, or at --steps if that comes first (train.max_seconds)."),
     run_name: Optional[str] = typer.Option(None, "--run-name", help="Name of the run; the same name resumes it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ray_address: Optional[str] = RayAddressOption,
@@ -73,6 +75,7 @@ def train(
     assignments = list(sets or [])
     assignments += [f"train.workers={workers}"] if workers is not None else []
     assignments += [f"train.steps={steps}"] if steps is not None else []
+    assignments += [f"train.max_seconds={max_seconds}"] if max_seconds is not None else []
     assignments += [f"families={list(family)}"] if family else []
     assignments += [f"train.ray_address={ray_address}"] if ray_address else []
     params = _load(params_file, assignments)
@@ -85,11 +88,64 @@ def train(
         if record["status"] == "finished":
             rate = record["metrics"].get("images_per_s")
             speed = f", {rate:.0f} images/s" if rate else ""
+            elapsed = record["metrics"].get("elapsed_s")
+            speed += f", {elapsed:.0f} s of training" if elapsed else ""
             typer.echo(f"{name}: finished {record['step']} steps{speed}; checkpoint: {record['checkpoint']}")
         else:
             failed += 1
             typer.echo(f"{name}: {record['status']}: {record['reason']}", err=True)
     if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    family: str = typer.Option(..., "--family", "-f", help="The family whose hyperparameters to search."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Training seconds per trial, the "
+                                                "whole budget (train.max_seconds; default 240)."),
+    trials: int = typer.Option(8, "--trials", help="Configurations to try."),
+    rungs: int = typer.Option(4, "--rungs", help="Budget marks: each trial is evaluated after 1/R, 2/R, ... of "
+                              "its budget, and ASHA stops trials that are behind there."),
+    space: Optional[List[str]] = typer.Option(None, "--space", help="KEY=SPEC to search (repeatable): "
+                                              "lr=loguniform:1e-4:4e-3, beta1=uniform:0:0.9, n_critic=randint:1:5, "
+                                              "n_critic=choice:1,2,5, batch_size=choice:32,64 (train.KEY too)."),
+    default_space: bool = typer.Option(True, "--default-space/--no-default-space", help="Also search each "
+                                       "learning rate (configured / 4 .. * 4), n_critic and the batch size; keys "
+                                       "given with --set stay fixed."),
+    metric: str = typer.Option("fid", "--metric", help="The evaluation metric to optimise, e.g. fid or "
+                               "conditional_accuracy."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="min or max (default: known from the metric)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Trials at once (default: as many "
+                                              "training jobs as the cluster holds)."),
+    reduction_factor: int = typer.Option(2, "--reduction-factor", help="ASHA keeps the best 1/N of the trials "
+                                         "at each of its decisions."),
+    ray_address: Optional[str] = RayAddressOption,
+    params_file: Path = ParamsOption,
+    sets: Optional[List[str]] = SetOption,
+) -> None:
+    """Search a family's hyperparameters on Ray Tune (ASHA early stopping); print the trials and the best
+    configuration as a params.yaml block. Runs go under train.storage_path/tune-<family>-<hash>/."""
+    from components import pipeline, tuning
+    from components.data import load_prepared
+    from components.registry.tracking import redact, tracking_uri
+
+    _check_family_name(family)
+    user_sets = list(sets or [])
+    assignments = tuning.search_assignments(user_sets, max_seconds)
+    assignments += [f"train.ray_address={ray_address}"] if ray_address else []
+    params = _load(params_file, assignments)
+    search_space = tuning.build_space(list(space or []), family, params, tuning.set_keys(user_sets), default_space)
+    plan = tuning.make_plan(params, family, search_space, trials=trials, rungs=rungs, metric=metric, mode=mode,
+                            concurrency=concurrency, reduction_factor=reduction_factor)
+    pipeline.prepare_data(params)
+    data_version = pipeline.current_data_version(params)
+    typer.echo(f"searching {family}: {trials} trials of {plan.marks[-1]:g} s of training, evaluated at "
+               f"{len(plan.marks)} marks; {plan.metric} ({plan.mode}); runs under {plan.directory}")
+    outcome = tuning.run_search(params, plan, load_prepared(params.data.prepared_dir), data_version, typer.echo)
+    typer.echo("\n" + tuning.render_report(outcome))
+    typer.echo(f"MLflow: experiment {outcome.experiment}, parent run {outcome.parent_run_id} "
+               f"(mlflow ui --backend-store-uri {redact(tracking_uri(params.registry))})")
+    if outcome.best is None:
         raise typer.Exit(1)
 
 
