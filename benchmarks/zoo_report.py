@@ -177,18 +177,20 @@ def _spread(summary: dict, key: str, digits: int) -> str:
     return f"{med:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
 
-def _own(summary: dict) -> str:
-    """The family's own bars: its metric's median beside the untrained generator's."""
-    common = {"classes_covered", "fid", "recall"}
+def _own(family: str, summary: dict) -> str:
+    """The family's own bars: its metric's median beside the untrained generator's (and, for a bar relative to
+    another metric, beside that target)."""
     cells = []
-    for bar in summary["bars"]:
-        metric = bar["bar"].split()[0]
-        if metric in common:
+    for result in check_bars(bars_for(family), summary["median"]):
+        bar = result.bar
+        if bar.metric in ("classes_covered", "fid", "recall"):
             continue
-        untrained = summary["baseline_untrained"].get(metric)
-        value = "missing" if bar["value"] is None else f"{bar['value']:.3f}"
+        untrained = summary["baseline_untrained"].get(bar.metric)
+        value = "missing" if result.value is None else f"{result.value:.3f}"
         base = f" (untrained {untrained:.3f})" if isinstance(untrained, (int, float)) else ""
-        cells.append(f"{bar['bar']}: {value}{base} {'✓' if bar['passed'] else '✗'}")
+        if bar.relative_to is not None and result.target is not None:
+            base += f" against {result.target:.3f}"
+        cells.append(f"{bar.describe()}: {value}{base} {'✓' if result.passed else '✗'}")
     return "; ".join(cells)
 
 
@@ -199,13 +201,13 @@ def table(results: dict[str, Any]) -> str:
     families = results.get("families", {})
     for family in [f for f in NOISE_TO_IMAGE if f in families]:
         s = families[family]
-        failed = [b["bar"] for b in s["bars"] if not b["passed"]]
+        failed = [r.bar.describe() for r in check_bars(bars_for(family), s["median"]) if not r.passed]
         verdict = "pass" if not failed else "miss: " + ", ".join(failed)
         lines.append(
             f"| `{family}` | {s['budget_s']:.0f} s | {len(s['seeds'])} | {s['steps']:.0f} | {_spread(s, 'fid', 1)} | "
             f"{_spread(s, 'kid', 3)} | {_spread(s, 'precision', 3)} | {_spread(s, 'recall', 3)} | "
             f"{_spread(s, 'coverage', 3)} | {_spread(s, 'classes_covered', 0)} | "
-            f"{s['baseline_untrained'].get('fid', float('nan')):.1f} | {_own(s)} | {verdict} |")
+            f"{s['baseline_untrained'].get('fid', float('nan')):.1f} | {_own(family, s)} | {verdict} |")
     return "\n".join(lines)
 
 
