@@ -31,7 +31,7 @@ from components.training.allocator import keep_freed_memory
 from components.training.checkpoint import load_family, read_checkpoint_meta, resolve_checkpoint_dir
 from components.training.sampling import sample_from_family
 
-_NOT_PLOTTED = {"step", "images_per_s"}
+_NOT_PLOTTED = {"step", "images_per_s", "elapsed_s"}  # progress, not losses
 _EVALUATED = (TaskKind.UNCONDITIONAL, TaskKind.CLASS_CONDITIONAL, TaskKind.TEXT_CONDITIONAL,
               TaskKind.PAIRED_TRANSLATION, TaskKind.SEGMENTATION_TO_IMAGE, TaskKind.UNPAIRED_TRANSLATION,
               TaskKind.MULTI_DOMAIN_TRANSLATION)
