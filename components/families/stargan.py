@@ -272,9 +272,8 @@ class StarGANConfig:
     cls_weight: float = 1.0  # lambda_cls
     rec_weight: float = 10.0  # lambda_rec
     n_critic: int = 5
-    # both G and D. The paper's 1e-4 learns the domains slowly at short budgets: on digit_domains (colour
-    # domains), 300 steps, batch 16 per worker, 2 workers (2026-12-02), 2e-4 reached the requested colour in
-    # 1.00 of translations (1e-4: 0.585) at FID 511 (895), keeping the digit class alike (0.155 vs 0.175).
+    # both G and D. The paper's 1e-4 learns the domains slowly at short budgets (docs/zoo.md, "Shipped
+    # defaults that depart from the papers").
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999

@@ -129,8 +129,7 @@ class UNITConfig:
     reconstruction_weight: float = 100.0  # lambda_2
     cycle_kl_weight: float = 0.1  # lambda_3
     cycle_weight: float = 100.0  # lambda_4
-    # The paper's 1e-4 is slow at short budgets: on digits2colored, 300 steps, batch 16 per worker, 2 workers
-    # (2026-12-02), 4e-4 gave FID 98 / content preserved 0.165 / cycle L1 0.187 against 170 / 0.100 / 0.306.
+    # The paper's 1e-4 is slow at short budgets (docs/zoo.md, "Shipped defaults that depart from the papers")
     lr: float = 4e-4
     beta1: float = 0.5
     beta2: float = 0.999
