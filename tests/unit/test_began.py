@@ -6,6 +6,8 @@ from torch import nn
 
 from components.families import DataSpec, ImageBatch, build_family, get_family
 
+from .test_losses_families_i_a import ConstantGenerator
+
 SPEC = DataSpec(channels=1, image_size=8)
 
 
@@ -18,15 +20,6 @@ class HalfReconstruction(nn.Module):
 
     def forward(self, x):
         return x / 2
-
-
-class ConstantGenerator(nn.Module):
-    def __init__(self, value):
-        super().__init__()
-        self.value = value
-
-    def forward(self, z):
-        return torch.full((z.size(0), 1, 8, 8), self.value)
 
 
 def real_images():
